@@ -1,0 +1,352 @@
+"""What each kexec-auto action does, from reading the machine to writing.
+
+This module glues the pure core (config, policy, cmdline, render) to the
+thin system layer (system, files).  Messages go to the ``log`` callable
+(stderr by default), results are returned, nothing here exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import files, system
+from .cmdline import build_cmdline
+from .config import CONFIG_PATH, KEYS, Config, ConfigError, parse_config, set_values
+from .policy import Selection, select_kernel
+from .render import render_default_kexec
+
+DEFAULT_KEXEC = "/etc/default/kexec"
+NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
+LOADED_MARKER = "/run/kexec-auto/loaded"
+SHUTDOWN_HOOK = "/usr/lib/systemd/system-shutdown/kexec-auto"
+LOAD_UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service"
+ENTRIES_DIR = "/run/boot-loader-entries"
+
+Log = Callable[[str], None]
+
+
+def stderr_log(message: str) -> None:
+    print(f"kexec-auto: {message}", file=sys.stderr)
+
+
+def load_config(root: str) -> tuple[Config, list[str]]:
+    path = system.at(root, CONFIG_PATH)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return parse_config(handle, source=CONFIG_PATH)
+    except FileNotFoundError:
+        return Config(), []
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{CONFIG_PATH}: not UTF-8 text ({error.reason})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything kexec-auto decided, before anything is written."""
+
+    config: Config
+    config_warnings: tuple[str, ...]
+    running: str
+    selection: Selection
+    append: str
+    cmdline_source: str
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return self.config_warnings + self.selection.warnings
+
+    def render(self) -> str:
+        kernel = self.selection.kernel
+        if kernel is None:
+            return render_default_kexec(None, "", "", "", self.selection.reason)
+        return render_default_kexec(
+            kernel.release, kernel.image, kernel.initrd or "", self.append, self.selection.reason
+        )
+
+
+def make_plan(root: str) -> Plan:
+    """Read the config and the machine and select a kernel (raises
+    ConfigError for a setting kexec-auto cannot act on)."""
+    config, warnings = load_config(root)
+    running = system.running_release(root)
+    selection = select_kernel(system.find_kernels(root), config, running)
+    current, source = system.current_cmdline(root)
+    if config.cmdline:
+        source = f"CMDLINE in {CONFIG_PATH}"
+    append = build_cmdline(config.cmdline, current, config.extra_cmdline)
+    return Plan(config, tuple(warnings), running, selection, append, source)
+
+
+def describe(selection: Selection) -> str:
+    if selection.kernel is None:
+        return "no kernel selected: reboots stay normal firmware reboots"
+    return f"selected {selection.kernel.release} ({selection.reason})"
+
+
+def update(root: str, dry_run: bool = False, quiet: bool = False, log: Log = stderr_log) -> int:
+    """Regenerate /etc/default/kexec.  Returns the exit status."""
+    plan = make_plan(root)
+    if not plan.config.enabled:
+        log(f"disabled (ENABLED=false in {CONFIG_PATH}); {DEFAULT_KEXEC} not changed")
+        return 0
+    for message in plan.problems:
+        log(f"warning: {message}")
+    for message in plan.selection.errors:
+        log(f"error: {message}")
+    content = plan.render()
+    target = system.at(root, DEFAULT_KEXEC)
+    if dry_run:
+        current = files.read_text(target) or ""
+        sys.stdout.writelines(
+            difflib.unified_diff(
+                current.splitlines(True), content.splitlines(True), DEFAULT_KEXEC, f"{DEFAULT_KEXEC} (new)"
+            )
+        )
+        return 1 if plan.selection.errors else 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result = files.replace_managed(target, content, system.at(root, files.STATE_DIR))
+    if result.kept_original:
+        log(f"kept the original {DEFAULT_KEXEC} as {unroot(root, result.kept_original)}")
+    if result.kept_edit:
+        log(
+            f"warning: {DEFAULT_KEXEC} was edited by hand; that version is kept as "
+            f"{unroot(root, result.kept_edit)} (change settings in {CONFIG_PATH} instead)"
+        )
+    if plan.selection.kernel is None:
+        log(f"warning: no selectable kernel; {DEFAULT_KEXEC} now says LOAD_KEXEC=false")
+    elif result.changed or not quiet:
+        state = "updated" if result.changed else "unchanged"
+        log(f"{DEFAULT_KEXEC} {state}: {describe(plan.selection)}")
+    if is_armed(root):
+        arm(root, plan)
+    return 1 if plan.selection.errors else 0
+
+
+def unroot(root: str, path: Path) -> str:
+    return "/" + str(path.relative_to(Path(root))).lstrip("/") if root != "/" else str(path)
+
+
+def set_settings(root: str, assignments: list[str], log: Log = stderr_log) -> int:
+    """Write KEY=VALUE settings into the config file, keeping everything
+    else in it; nothing is written unless every value is valid."""
+    updates = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep:
+            raise ConfigError(f"{assignment!r}: expected KEY=VALUE")
+        updates[key] = value
+    path = system.at(root, CONFIG_PATH)
+    current = files.read_text(path)
+    lines = set_values((current or "").splitlines(), updates)
+    content = "\n".join(lines) + "\n"
+    parse_config(content.splitlines(), source=CONFIG_PATH)  # the whole file must stay valid
+    if content != current:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.write_atomic(path, content)
+    return 0
+
+
+def get_settings(root: str, keys: list[str]) -> int:
+    config, _ = load_config(root)
+    for key in keys:
+        if key not in KEYS:
+            raise ConfigError(f"unknown setting {key}")
+        value = getattr(config, KEYS[key][0])
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, tuple):
+            value = " ".join(value)
+        print(value)
+    return 0
+
+
+# -- reboot machinery -----------------------------------------------------
+
+
+def is_armed(root: str) -> bool:
+    return system.at(root, f"{ENTRIES_DIR}/loader/entries/kexec-auto.conf").exists()
+
+
+def arm(root: str, plan: Optional[Plan] = None, log: Log = stderr_log) -> int:
+    """Publish the selected kernel as a boot loader entry in /run, so that
+    ``systemctl kexec`` (which refuses when nothing is loaded and no entry
+    exists) loads it.  Removes the entry when there is nothing to boot."""
+    plan = plan or make_plan(root)
+    entries = system.at(root, ENTRIES_DIR)
+    kernel = plan.selection.kernel
+    if not plan.config.enabled or kernel is None:
+        for name in ("loader/entries/kexec-auto.conf", "kexec-auto/vmlinuz", "kexec-auto/initrd.img"):
+            (entries / name).unlink(missing_ok=True)
+        return 0
+    links = entries / "kexec-auto"
+    links.mkdir(parents=True, exist_ok=True)
+    (entries / "loader/entries").mkdir(parents=True, exist_ok=True)
+    lines = [f"title kexec-auto: {kernel.release}", "linux /kexec-auto/vmlinuz"]
+    pairs = [("vmlinuz", kernel.image)]
+    if kernel.initrd:
+        lines.append("initrd /kexec-auto/initrd.img")
+        pairs.append(("initrd.img", kernel.initrd))
+    for name, target in pairs:
+        tmp = links / f".{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        os.replace(tmp, links / name)
+    if not kernel.initrd:
+        (links / "initrd.img").unlink(missing_ok=True)
+    lines.append(f"options {plan.append}")
+    files.write_atomic(entries / "loader/entries/kexec-auto.conf", "\n".join(lines) + "\n")
+    return 0
+
+
+def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
+    """Load the kernel /etc/default/kexec names into memory with kexec."""
+    if at_shutdown:
+        rebooting = {"reboot.target", "kexec.target"} & set(system.queued_jobs())
+        if not rebooting:
+            return 0
+        flag = system.at(root, NO_KEXEC_REBOOT)
+        if flag.exists():
+            flag.unlink()
+            log("cold reboot requested (coldreboot): not loading a kernel")
+            return 0
+        config, _ = load_config(root)
+        if not config.enabled or system.confinement(root):
+            return 0
+    else:
+        where = system.confinement(root)
+        if where:
+            what = {"root": "from another root directory"}.get(where, f"inside a {where}")
+            log(f"error: refusing to load a kernel {what}: it would replace the host's next boot")
+            return 1
+    values = system.source_default_kexec(root)
+    if values is None:
+        log(f"error: {DEFAULT_KEXEC} does not exist; run 'kexec-auto update' first")
+        return 1
+    if values["LOAD_KEXEC"] != "true" or not values["KERNEL_IMAGE"]:
+        log(f"error: {DEFAULT_KEXEC} does not name a kernel to load (LOAD_KEXEC={values['LOAD_KEXEC']!r})")
+        return 1
+    kexec = system.kexec_binary()
+    if kexec is None:
+        log("error: kexec not found; install the kexec-tools package")
+        return 1
+    argv = kexec_argv(kexec, values, system.lockdown_mode(root), system.current_cmdline(root)[0])
+    result = system.run(argv)
+    if result.returncode != 0:
+        why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        log(f"error: kexec refused to load {values['KERNEL_IMAGE']}: {why}")
+        return 1
+    if at_shutdown:
+        marker = system.at(root, LOADED_MARKER)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(values["KERNEL_IMAGE"] + "\n", encoding="utf-8")
+    log(f"loaded {values['KERNEL_IMAGE']} for the next reboot")
+    return 0
+
+
+def kexec_argv(kexec: str, values: dict[str, str], lockdown: Optional[str], cmdline: str) -> list[str]:
+    """The kexec command line; kexec_file_load (-s) under lockdown, where
+    kexec_load is refused.
+
+    >>> kexec_argv("/sbin/kexec", {"KERNEL_IMAGE": "/boot/vmlinuz-6.1", "INITRD": "/boot/initrd.img-6.1",
+    ...            "APPEND": "root=/dev/vda"}, "integrity", "")
+    ['/sbin/kexec', '-s', '-l', '/boot/vmlinuz-6.1', '--initrd=/boot/initrd.img-6.1', '--append=root=/dev/vda']
+    """
+    argv = [kexec] + (["-s"] if lockdown not in (None, "none") else []) + ["-l", values["KERNEL_IMAGE"]]
+    if values.get("INITRD"):
+        argv.append(f"--initrd={values['INITRD']}")
+    argv.append(f"--append={values.get('APPEND') or cmdline}")
+    return argv
+
+
+# -- reports --------------------------------------------------------------
+
+
+def kernel_list(root: str) -> dict:
+    """Data behind ``kexec-auto list``."""
+    plan = make_plan(root)
+    chosen = plan.selection.kernel
+    return {
+        "running": plan.running,
+        "selected": chosen.release if chosen else None,
+        "reason": plan.selection.reason,
+        "warnings": list(plan.problems),
+        "errors": list(plan.selection.errors),
+        "kernels": [
+            {
+                "release": v.kernel.release,
+                "flavour": v.kernel.flavour,
+                "image": v.kernel.image,
+                "initrd": v.kernel.initrd,
+                "selectable": v.selectable,
+                "why_not": v.why_not,
+                "selected": v.kernel == chosen,
+                "running": v.kernel.release == plan.running,
+            }
+            for v in plan.selection.verdicts
+        ],
+    }
+
+
+def reboot_blockers(root: str, plan: Plan, values: Optional[dict[str, str]]) -> list[str]:
+    """Reasons the next reboot will not boot the selected kernel through kexec."""
+    kernel = plan.selection.kernel
+    if not plan.config.enabled:
+        return [f"kexec-auto is disabled (ENABLED=false in {CONFIG_PATH})"]
+    if kernel is None:
+        return ["no selectable kernel is installed"]
+    blockers = []
+    if values is None:
+        blockers.append(f"{DEFAULT_KEXEC} does not exist (run 'kexec-auto update')")
+    elif (values["LOAD_KEXEC"], values["KERNEL_IMAGE"], values["INITRD"]) != (
+        "true", kernel.image, kernel.initrd or ""
+    ):
+        blockers.append(f"{DEFAULT_KEXEC} does not name the selected kernel (run 'kexec-auto update')")
+    if system.at(root, NO_KEXEC_REBOOT).exists():
+        blockers.append(f"{NO_KEXEC_REBOOT} exists: the next reboot is a cold one (coldreboot)")
+    if not system.at(root, SHUTDOWN_HOOK).exists() or not system.at(root, LOAD_UNIT_WANTS).exists():
+        blockers.append("kexec-auto's reboot hooks are not installed or not enabled (kexec-auto-load.service)")
+    if not (system.at(root, "/usr/sbin/kexec").exists() or system.at(root, "/sbin/kexec").exists()):
+        blockers.append("kexec is not installed (package kexec-tools)")
+    where = system.confinement(root)
+    if where in ("container", "chroot"):
+        blockers.append(f"running inside a {where}: kexec-auto never loads a kernel there")
+    return blockers
+
+
+def status_report(root: str) -> dict:
+    """Data behind ``kexec-auto status``."""
+    plan = make_plan(root)
+    kernel = plan.selection.kernel
+    target = system.at(root, DEFAULT_KEXEC)
+    try:
+        values = system.source_default_kexec(root)
+        source_error = ""
+    except OSError as error:
+        values, source_error = None, str(error)
+    blockers = reboot_blockers(root, plan, values)
+    if source_error:
+        blockers.insert(0, source_error)
+    return {
+        "running": plan.running,
+        "enabled": plan.config.enabled,
+        "selected": kernel.release if kernel else None,
+        "reason": plan.selection.reason,
+        "command_line": plan.append,
+        "command_line_source": plan.cmdline_source,
+        "default_kexec": values,
+        "default_kexec_hand_edited": files.hand_edited(target, system.at(root, files.STATE_DIR)),
+        "kexec_loaded": system.kexec_loaded(root),
+        "lockdown": system.lockdown_mode(root),
+        "next_reboot": (
+            f"kexec into {kernel.release}" if kernel and not blockers else "firmware reboot"
+        ),
+        "next_reboot_ok": not blockers,
+        "blockers": blockers,
+        "warnings": list(plan.problems),
+        "errors": list(plan.selection.errors),
+    }

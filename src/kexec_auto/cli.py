@@ -1,0 +1,140 @@
+"""The ``kexec-auto`` command: argument parsing and output only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from . import __version__
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_KEXEC = 0, 1, 2, 3
+
+DESCRIPTION = """\
+Make every reboot boot the newest installed kernel through kexec.
+
+kexec-auto picks a kernel from /boot (by default the newest one of the
+running kernel's flavour), writes it into /etc/default/kexec for kexec-tools,
+and loads it when the machine reboots, so that a plain "reboot" skips the
+firmware and the boot loader.  The kernel hooks run "update" on every kernel
+install and removal; you rarely need to run anything by hand.
+Settings: /etc/default/kexec-auto (or "dpkg-reconfigure kexec-auto")."""
+
+EPILOG = """\
+exit status: 0 success, 1 error, 2 usage error,
+             3 (status) the next reboot will not boot the selected kernel.
+examples:
+  kexec-auto status          what the next reboot will boot, and why
+  kexec-auto list            every kernel found and whether it can be chosen
+  kexec-auto update --dry-run
+See kexec-auto(8) for the settings and how reboots work."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--root", metavar="DIR", default="/",
+        help="act on the system installed in DIR, as if DIR were / (default: /)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="kexec-auto", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", parents=[common], help="list the kernels found, in order, and which one is selected")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p = sub.add_parser("status", parents=[common], help="show what the next reboot will boot (exit 3 if not the selected kernel)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p = sub.add_parser("update", parents=[common], help="regenerate /etc/default/kexec for the selected kernel")
+    p.add_argument("--dry-run", action="store_true", help="print the change as a unified diff and change nothing")
+    p.add_argument("--quiet", action="store_true", help="say nothing when the file is unchanged")
+    p = sub.add_parser("load", parents=[common], help="load the kernel /etc/default/kexec names into memory now")
+    p.add_argument(
+        "--at-shutdown", action="store_true",
+        help="as run by kexec-auto-load.service while the system shuts down: load only when "
+        "rebooting, not after coldreboot, and mark the kernel for the reboot hook",
+    )
+    sub.add_parser("arm", parents=[common], help="publish the selected kernel for 'systemctl kexec' (run at boot)")
+    p = sub.add_parser("set", parents=[common], help="change settings in /etc/default/kexec-auto (KEY=VALUE ...)")
+    p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    p = sub.add_parser("get", parents=[common], help="print settings from /etc/default/kexec-auto, one per line")
+    p.add_argument("keys", nargs="+", metavar="KEY")
+    return parser
+
+
+def _print_list(data: dict) -> None:
+    print(f"running kernel: {data['running']}")
+    for kernel in data["kernels"]:
+        mark = "*" if kernel["selected"] else " "
+        state = "selectable" if kernel["selectable"] else f"not selectable: {kernel['why_not']}"
+        flavour = kernel["flavour"] or "-"
+        print(f"{mark} {kernel['release']:<34} {flavour:<12} {state}")
+    if data["selected"]:
+        print(f"selected: {data['selected']} ({data['reason']})")
+    else:
+        print("selected: none")
+
+
+def _print_status(data: dict) -> None:
+    print(f"running kernel:   {data['running']}")
+    print(f"enabled:          {'yes' if data['enabled'] else 'no'}")
+    print(f"selected kernel:  {data['selected'] or 'none'} ({data['reason']})")
+    print(f"command line:     {data['command_line']}  [from {data['command_line_source']}]")
+    values = data["default_kexec"]
+    if values is None:
+        print("/etc/default/kexec: missing")
+    else:
+        edited = "  (edited by hand)" if data["default_kexec_hand_edited"] else ""
+        print(f"/etc/default/kexec: LOAD_KEXEC={values['LOAD_KEXEC']} KERNEL_IMAGE={values['KERNEL_IMAGE']}"
+              f" INITRD={values['INITRD']}{edited}")
+    loaded = {True: "yes", False: "no", None: "unknown"}[data["kexec_loaded"]]
+    print(f"kernel loaded now: {loaded}")
+    if data["lockdown"] not in (None, "none"):
+        print(f"lockdown:         {data['lockdown']} (loading uses kexec_file_load; the kernel must be signed)")
+    print(f"next reboot:      {data['next_reboot']}")
+    for blocker in data["blockers"]:
+        print(f"  because: {blocker}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import app
+    from .config import ConfigError
+    from .render import RenderError
+
+    try:
+        if args.command in ("list", "status"):
+            data = app.kernel_list(args.root) if args.command == "list" else app.status_report(args.root)
+            if args.json:
+                json.dump(data, sys.stdout, indent=2)
+                print()
+            else:
+                (_print_list if args.command == "list" else _print_status)(data)
+                for message in data["warnings"]:
+                    app.stderr_log(f"warning: {message}")
+                for message in data["errors"]:
+                    app.stderr_log(f"error: {message}")
+            if args.command == "status" and not data["next_reboot_ok"]:
+                return EXIT_NOT_KEXEC
+            return EXIT_ERROR if data["errors"] else EXIT_OK
+        if args.command == "update":
+            return app.update(args.root, dry_run=args.dry_run, quiet=args.quiet)
+        if args.command == "load":
+            return app.load(args.root, at_shutdown=args.at_shutdown)
+        if args.command == "arm":
+            return app.arm(args.root)
+        if args.command == "set":
+            return app.set_settings(args.root, args.assignments)
+        if args.command == "get":
+            return app.get_settings(args.root, args.keys)
+    except (ConfigError, RenderError, OSError) as error:
+        app.stderr_log(f"error: {error}")
+        return EXIT_ERROR
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

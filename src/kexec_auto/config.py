@@ -1,0 +1,166 @@
+"""kexec-auto's own settings: /etc/default/kexec-auto.
+
+The file holds shell-style ``KEY=value`` lines (values may be quoted), so an
+administrator can edit it like any other file in /etc/default and debconf can
+seed its answers from it.  Parsing is pure: :func:`parse_config` takes lines
+and returns a :class:`Config` plus warnings, or raises :class:`ConfigError`.
+
+>>> config, warnings = parse_config(['FLAVOUR=any', 'EXCLUDE="*-rt-* 6.1.0-9-*"'])
+>>> config.flavour, config.exclude, warnings
+('any', ('*-rt-*', '6.1.0-9-*'), [])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from typing import Iterable
+
+CONFIG_PATH = "/etc/default/kexec-auto"
+
+_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+_FLAVOUR = re.compile(r"[a-z0-9][a-z0-9+.-]*")
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9+.~_-]*")
+_BOOLEANS = {"true": True, "false": False}
+
+
+class ConfigError(Exception):
+    """A setting that kexec-auto cannot act on; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    enabled: bool = True
+    flavour: str = "running"
+    pin: str = ""
+    exclude: tuple[str, ...] = ()
+    cmdline: str = ""
+    extra_cmdline: str = ""
+    require_initrd: bool = True
+
+
+# Key in the file -> (Config field, validator turning the text into the value).
+def _boolean(text: str) -> bool:
+    if text not in _BOOLEANS:
+        raise ValueError("expected true or false")
+    return _BOOLEANS[text]
+
+
+def _flavour(text: str) -> str:
+    if text in ("running", "any") or _FLAVOUR.fullmatch(text):
+        return text
+    raise ValueError("expected running, any or a kernel flavour such as cloud-amd64")
+
+
+def _pin(text: str) -> str:
+    if text == "" or _RELEASE.fullmatch(text):
+        return text
+    raise ValueError("expected a kernel release such as 6.1.0-56-cloud-amd64, or nothing")
+
+
+def _globs(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+def _text(text: str) -> str:
+    if "\n" in text or "\0" in text:
+        raise ValueError("newlines and NUL characters are not allowed")
+    return text
+
+
+KEYS = {
+    "ENABLED": ("enabled", _boolean),
+    "FLAVOUR": ("flavour", _flavour),
+    "PIN": ("pin", _pin),
+    "EXCLUDE": ("exclude", _globs),
+    "CMDLINE": ("cmdline", _text),
+    "EXTRA_CMDLINE": ("extra_cmdline", _text),
+    "REQUIRE_INITRD": ("require_initrd", _boolean),
+}
+
+
+def validate(key: str, text: str, where: str = "") -> object:
+    """The value of setting ``key`` given as ``text``; ConfigError if invalid.
+
+    >>> validate("ENABLED", "false")
+    False
+    >>> try:
+    ...     validate("ENABLED", "yes")
+    ... except ConfigError as error:
+    ...     print(error)
+    ENABLED: invalid value 'yes': expected true or false
+    """
+    if key not in KEYS:
+        raise ConfigError(f"{where}unknown setting {key}")
+    try:
+        return KEYS[key][1](text)
+    except ValueError as error:
+        raise ConfigError(f"{where}{key}: invalid value {text!r}: {error}") from None
+
+
+def parse_value(raw: str) -> str:
+    """The string that ``KEY=raw`` assigns in sh (quotes, no expansion)."""
+    words = shlex.split(raw, comments=True, posix=True)
+    if len(words) > 1:
+        raise ValueError("several words: quote the value")
+    return words[0] if words else ""
+
+
+def parse_config(lines: Iterable[str], source: str = CONFIG_PATH) -> tuple[Config, list[str]]:
+    """Parse the lines of a config file.
+
+    Returns the config and warnings (unknown keys, malformed lines), each
+    naming ``source`` and the line number.  Raises ConfigError for a bad value.
+    """
+    values: dict[str, object] = {}
+    warnings = []
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{source}:{number}: "
+        match = _ASSIGNMENT.fullmatch(line)
+        if not match:
+            warnings.append(f"{where}ignoring malformed line: {line.strip()!r}")
+            continue
+        key, raw = match.groups()
+        if key not in KEYS:
+            warnings.append(f"{where}ignoring unknown setting {key}")
+            continue
+        try:
+            text = parse_value(raw)
+        except ValueError as error:
+            raise ConfigError(f"{where}{key}: cannot parse {raw!r}: {error}") from None
+        values[KEYS[key][0]] = validate(key, text, where)
+    return Config(**values), warnings
+
+
+def _quote(text: str) -> str:
+    return shlex.quote(text) if text else '""'
+
+
+def set_values(lines: list[str], updates: dict[str, str]) -> list[str]:
+    """The file's lines with ``updates`` (KEY -> text) applied.
+
+    Existing assignments are replaced in place, keeping comments and every
+    other line; new keys are appended.  Values are validated first.
+
+    >>> set_values(["# mine", "PIN=", "X=1"], {"PIN": "6.1.0-56-amd64", "ENABLED": "true"})
+    ['# mine', 'PIN=6.1.0-56-amd64', 'X=1', 'ENABLED=true']
+    """
+    for key, text in updates.items():
+        validate(key, text)
+    pending = dict(updates)
+    result = []
+    for line in lines:
+        match = _ASSIGNMENT.fullmatch(line.rstrip("\n"))
+        if match and match.group(1) in updates:
+            key = match.group(1)
+            if key not in pending:
+                continue  # a later duplicate of a key already written
+            result.append(f"{key}={_quote(pending.pop(key))}")
+        else:
+            result.append(line.rstrip("\n"))
+    result.extend(f"{key}={_quote(text)}" for key, text in pending.items())
+    return result

@@ -1,0 +1,59 @@
+"""The dpkg kernel hooks (postinst.d, postrm.d, initramfs post-update.d).
+
+A hook must never fail a kernel install: run-parts --exit-on-error would
+stop the kernel package's configuration, and with it apt.  So every error
+is reported on stderr and the hook exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from typing import Optional, Sequence
+
+# Maintainer-script action each hook directory acts on (None: always).
+ACTS_ON = {"postinst.d": "configure", "postrm.d": "remove", "post-update.d": None}
+
+
+def should_act(kind: str, deb_maint_params: Optional[str]) -> bool:
+    """Whether the hook in directory ``kind`` acts, given DEB_MAINT_PARAMS.
+
+    >>> should_act("postrm.d", "'upgrade' '6.1.0-56-amd64'")
+    False
+    >>> should_act("postinst.d", "configure 6.1.0-55-amd64")
+    True
+    >>> should_act("postinst.d", None)   # run by hand or by another tool
+    True
+    """
+    wanted = ACTS_ON[kind]
+    if wanted is None or not deb_maint_params:
+        return True
+    try:
+        words = shlex.split(deb_maint_params)  # the shell's: eval set -- "$DEB_MAINT_PARAMS"
+    except ValueError:
+        words = deb_maint_params.split()
+    return bool(words) and words[0] == wanted
+
+
+def run(kind: str, argv: Sequence[str]) -> int:
+    # Hooks may run under debconf: no stdin, and stdout belongs to it.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        if not should_act(kind, os.environ.get("DEB_MAINT_PARAMS")):
+            return 0
+        from . import app
+
+        app.update(os.environ.get("KEXEC_AUTO_ROOT", "/"), quiet=False)
+    except Exception as error:  # noqa: BLE001 - a hook must not break apt
+        release = f" for kernel {argv[0]}" if argv else ""
+        print(
+            f"kexec-auto: error{release}: {error}; /etc/default/kexec left unchanged "
+            f"(kernel installation continues)",
+            file=sys.stderr,
+        )
+    return 0

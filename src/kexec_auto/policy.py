@@ -1,0 +1,127 @@
+"""Choosing the kernel the next reboot boots: pure policy, no I/O.
+
+>>> kernels = [Kernel("6.1.0-56-cloud-amd64", "/boot/vmlinuz-6.1.0-56-cloud-amd64",
+...                   "/boot/initrd.img-6.1.0-56-cloud-amd64"),
+...            Kernel("6.12.117+deb12-cloud-amd64", "/boot/vmlinuz-6.12.117+deb12-cloud-amd64",
+...                   "/boot/initrd.img-6.12.117+deb12-cloud-amd64")]
+>>> selection = select_kernel(kernels, Config(), running="6.1.0-50-cloud-amd64")
+>>> selection.kernel.release, selection.reason
+('6.12.117+deb12-cloud-amd64', 'newest cloud-amd64 kernel (the running flavour)')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Iterable, Optional
+
+from .config import Config
+from .release import release_key, split_flavour
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """A kernel found on disk; paths are as seen from the target system."""
+
+    release: str
+    image: str
+    initrd: Optional[str] = None
+    problem: str = ""  # why the image itself cannot be booted
+
+    @property
+    def flavour(self) -> str:
+        return split_flavour(self.release)[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    kernel: Kernel
+    selectable: bool
+    why_not: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    kernel: Optional[Kernel]
+    reason: str
+    verdicts: tuple[Verdict, ...]  # every kernel, oldest first
+    warnings: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+def _why_not_eligible(kernel: Kernel, config: Config) -> str:
+    if kernel.problem:
+        return kernel.problem
+    if kernel.initrd is None and config.require_initrd:
+        return f"no initrd (initrd.img-{kernel.release}); REQUIRE_INITRD=true"
+    for pattern in config.exclude:
+        if fnmatch.fnmatchcase(kernel.release, pattern):
+            return f"excluded by EXCLUDE pattern {pattern!r}"
+    return ""
+
+
+def _newest(kernels: Iterable[Kernel], preferred_flavour: str) -> Kernel:
+    # Across flavours only the version part is compared; on a tie the
+    # preferred flavour wins, then linux-version order of the full release.
+    return max(
+        kernels,
+        key=lambda k: (
+            release_key(split_flavour(k.release)[0]),
+            k.flavour == preferred_flavour,
+            release_key(k.release),
+        ),
+    )
+
+
+def select_kernel(kernels: Iterable[Kernel], config: Config, running: str) -> Selection:
+    """Select the kernel to boot next from ``kernels`` under ``config``.
+
+    ``running`` is the release of the running kernel (its flavour is the
+    default choice).  Never raises: problems become warnings or errors.
+    """
+    ordered = sorted(kernels, key=lambda k: release_key(k.release))
+    why_not = {k.release: _why_not_eligible(k, config) for k in ordered}
+    eligible = [k for k in ordered if not why_not[k.release]]
+    warnings: list[str] = []
+    errors: list[str] = []
+
+    wanted = split_flavour(running)[1] if config.flavour == "running" else config.flavour
+    if config.flavour == "any":
+        pool, scope = eligible, "newest kernel of any flavour (FLAVOUR=any)"
+    else:
+        pool = [k for k in eligible if k.flavour == wanted]
+        scope = (
+            f"newest {wanted} kernel (the running flavour)"
+            if config.flavour == "running"
+            else f"newest {wanted} kernel (FLAVOUR={wanted})"
+        )
+        for kernel in eligible:
+            if kernel.flavour != wanted:
+                why_not[kernel.release] = f"flavour {kernel.flavour or '(none)'}, not {wanted}"
+        if not pool and eligible:
+            warnings.append(
+                f"no selectable {wanted} kernel is installed; using the newest kernel of any flavour"
+            )
+            pool, scope = eligible, f"newest kernel of any flavour (no {wanted} kernel installed)"
+            for kernel in eligible:
+                why_not[kernel.release] = ""
+
+    chosen = _newest(pool, wanted) if pool else None
+    reason = scope if chosen else "no selectable kernel"
+    if config.pin:
+        pinned = next((k for k in ordered if k.release == config.pin), None)
+        if pinned is not None and not _why_not_eligible(pinned, config):
+            chosen, reason = pinned, f"pinned (PIN={config.pin})"
+            why_not[pinned.release] = ""
+        else:
+            problem = "is not installed" if pinned is None else f"cannot be used: {why_not[config.pin]}"
+            errors.append(
+                f"PIN={config.pin}: kernel {config.pin} {problem}; "
+                + (f"using {chosen.release} instead" if chosen else "no other kernel to use")
+            )
+    if chosen is None and not errors:
+        warnings.append("no selectable kernel found in /boot")
+    verdicts = tuple(
+        Verdict(k, not why_not[k.release], why_not[k.release]) for k in ordered
+    )
+    return Selection(chosen, reason, verdicts, tuple(warnings), tuple(errors))

@@ -1,0 +1,81 @@
+"""Rendering /etc/default/kexec from the jinja2 template.
+
+kexec-tools' scripts *source* that file as root, so every value is quoted
+here, in Python, such that sourcing yields exactly the intended string; the
+template only lays the lines out.
+
+>>> shell_quote("/boot/vmlinuz-6.1.0-56-amd64")
+'/boot/vmlinuz-6.1.0-56-amd64'
+>>> shell_quote("root=/dev/vda quiet")
+"'root=/dev/vda quiet'"
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+TEMPLATE = "default-kexec.j2"
+
+
+class RenderError(ValueError):
+    """A value that cannot be written into a shell-sourced file safely."""
+
+
+def shell_quote(value: str, name: str = "value") -> str:
+    """``value`` quoted for sh; newlines and NUL cannot be represented."""
+    for char, label in (("\n", "a newline"), ("\r", "a carriage return"), ("\0", "a NUL byte")):
+        if char in value:
+            raise RenderError(f"{name} contains {label}, which /etc/default/kexec cannot hold: {value!r}")
+    return shlex.quote(value)
+
+
+def template_dirs() -> list[Path]:
+    """Where templates are looked up: a checkout's templates/ first, then
+    the installed copy."""
+    checkout = Path(__file__).resolve().parents[2] / "templates"
+    return [
+        Path(p)
+        for p in (
+            os.environ.get("KEXEC_AUTO_TEMPLATES", ""),
+            checkout,
+            Path(sys.prefix) / "share/kexec-auto/templates",
+            "/usr/share/kexec-auto/templates",
+        )
+        if p and Path(p, TEMPLATE).is_file()
+    ]
+
+
+def render_default_kexec(
+    release: Optional[str],
+    image: str,
+    initrd: str,
+    append: str,
+    reason: str,
+) -> str:
+    """The text of /etc/default/kexec for the selected kernel.
+
+    With ``release`` None (no kernel to boot) LOAD_KEXEC is false.
+    """
+    import jinja2  # deferred: only rendering needs it
+
+    dirs = template_dirs()
+    if not dirs:
+        raise RenderError(f"template {TEMPLATE} not found")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(dirs[0]),
+        autoescape=False,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template(TEMPLATE).render(
+        release=release or "none",
+        reason=reason.replace("\n", " "),
+        load_kexec="true" if release else "false",
+        kernel_image=shell_quote(image, "KERNEL_IMAGE"),
+        initrd=shell_quote(initrd, "INITRD"),
+        append=shell_quote(append, "APPEND"),
+    )

@@ -1,0 +1,188 @@
+"""The thin layer that reads the machine: /boot, /proc, /sys and commands.
+
+Every function takes ``root``, the directory to treat as ``/``, so tests,
+chroots and ``--root`` all work the same way.  Nothing here decides policy.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from .policy import Kernel
+
+BOOT = "boot"
+STRAY_SUFFIXES = {
+    ".dpkg-": "left over by dpkg",
+    ".ucf-": "left over by ucf",
+    ".sig": "a detached signature",
+    ".bak": "a backup copy",
+    ".old": "an old copy",
+    ".orig": "an old copy",
+    "~": "an editor backup",
+}
+SBIN_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
+# x86 boot protocol: "HdrS" at offset 0x202 of every bzImage.
+_HDRS_OFFSET, _HDRS = 0x202, b"HdrS"
+
+
+def at(root: str, path: str) -> Path:
+    """``path`` (absolute, as on the target system) inside ``root``."""
+    return Path(root, path.lstrip("/"))
+
+
+def _read(root: str, path: str) -> Optional[str]:
+    try:
+        return at(root, path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _image_problem(path: Path) -> str:
+    """Why ``path`` is not a bootable x86 kernel image ('' when it is)."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty file"
+        if platform.machine() not in ("x86_64", "i686", "i586", "i386"):
+            return ""
+        with path.open("rb") as image:
+            image.seek(_HDRS_OFFSET)
+            if image.read(4) != _HDRS:
+                return "not a Linux x86 boot image (no HdrS magic at 0x202)"
+    except OSError as error:
+        return f"unreadable: {error.strerror}"
+    return ""
+
+
+def find_kernels(root: str) -> list[Kernel]:
+    """Every ``/boot/vmlinuz-*``, with why it cannot be booted if so."""
+    boot = at(root, BOOT)
+    try:
+        names = sorted(os.listdir(boot))
+    except OSError:
+        return []
+    kernels = []
+    for name in names:
+        if not name.startswith("vmlinuz-") or not (boot / name).is_file():
+            continue
+        release = name[len("vmlinuz-"):]
+        stray = next((why for s, why in STRAY_SUFFIXES.items() if s in release), "")
+        problem = f"stray file ({stray})" if stray else _image_problem(boot / name)
+        initrd_name = f"initrd.img-{release}"
+        initrd_path = boot / initrd_name
+        has_initrd = initrd_path.is_file() and initrd_path.stat().st_size > 0
+        kernels.append(
+            Kernel(
+                release=release,
+                image=f"/{BOOT}/{name}",
+                initrd=f"/{BOOT}/{initrd_name}" if has_initrd else None,
+                problem=problem,
+            )
+        )
+    return kernels
+
+
+def running_release(root: str) -> str:
+    text = _read(root, "/proc/sys/kernel/osrelease")
+    return text.strip() if text and text.strip() else os.uname().release
+
+
+def current_cmdline(root: str) -> tuple[str, str]:
+    """The command line to reuse and the file it came from:
+    /etc/kernel/cmdline when present and not empty, else /proc/cmdline."""
+    for path in ("/etc/kernel/cmdline", "/proc/cmdline"):
+        text = _read(root, path)
+        if text and text.strip():
+            return " ".join(text.split()), path
+    return "", "/proc/cmdline"
+
+
+def kexec_loaded(root: str) -> Optional[bool]:
+    text = _read(root, "/sys/kernel/kexec_loaded")
+    return None if text is None else text.strip() == "1"
+
+
+def lockdown_mode(root: str) -> Optional[str]:
+    """The active mode in /sys/kernel/security/lockdown ('none', 'integrity',
+    'confidentiality'), None when the file is absent."""
+    text = _read(root, "/sys/kernel/security/lockdown")
+    if not text:
+        return None
+    for word in text.split():
+        if word.startswith("[") and word.endswith("]"):
+            return word[1:-1]
+    return None
+
+
+def confinement(root: str) -> str:
+    """'container', 'chroot', 'root' (a --root other than /) or '' when
+    kexec-auto runs on the machine it would reboot."""
+    if Path(root).resolve() != Path("/"):
+        return "root"
+    detect = shutil.which("systemd-detect-virt", path=SBIN_PATH)
+    if detect:
+        for kind in ("container", "chroot"):
+            result = subprocess.run([detect, "--quiet", f"--{kind}"], check=False)
+            if result.returncode == 0:
+                return kind
+        return ""
+    if os.path.exists("/run/systemd/container") or os.path.exists("/.dockerenv"):
+        return "container"
+    try:
+        if os.stat("/proc/1/root") != os.stat("/"):
+            return "chroot"
+    except OSError:
+        pass
+    return ""
+
+
+_SOURCE_DEFAULT_KEXEC = r"""
+. "$1"
+if [ -d "$2" ]; then
+    for snippet in $(run-parts --list "$2"); do . "$snippet"; done
+fi
+printf '%s\0' "${LOAD_KEXEC-}" "${KERNEL_IMAGE-}" "${INITRD-}" "${APPEND-}" "${USE_GRUB_CONFIG-}"
+"""
+DEFAULT_KEXEC_VARS = ("LOAD_KEXEC", "KERNEL_IMAGE", "INITRD", "APPEND", "USE_GRUB_CONFIG")
+
+
+def source_default_kexec(root: str) -> Optional[dict[str, str]]:
+    """What kexec-tools sees: /etc/default/kexec and /etc/default/kexec.d/*
+    sourced by sh.  None when the file does not exist."""
+    path = at(root, "/etc/default/kexec")
+    if not path.exists():
+        return None
+    result = subprocess.run(
+        ["sh", "-c", _SOURCE_DEFAULT_KEXEC, "sh", str(path), str(at(root, "/etc/default/kexec.d"))],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        raise OSError(f"{path}: sh cannot source it: {message[-1] if message else 'error'}")
+    values = result.stdout.decode(errors="replace").split("\0")[: len(DEFAULT_KEXEC_VARS)]
+    return dict(zip(DEFAULT_KEXEC_VARS, values))
+
+
+def kexec_binary() -> Optional[str]:
+    return shutil.which("kexec", path=SBIN_PATH)
+
+
+def run(argv: list[str]) -> subprocess.CompletedProcess:
+    """Run a command, capturing its output (never reading our stdin)."""
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+
+
+def queued_jobs() -> list[str]:
+    """Units with a queued job (systemctl list-jobs), e.g. 'reboot.target'."""
+    systemctl = shutil.which("systemctl", path=SBIN_PATH)
+    if not systemctl:
+        return []
+    result = run([systemctl, "list-jobs", "--no-legend", "--plain"])
+    return [line.split()[1] for line in result.stdout.splitlines() if len(line.split()) > 1]
