@@ -1,0 +1,293 @@
+"""The kexec-auto command, run against fake roots."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kexec_auto import app, cli, system
+
+NEW = "6.12.117+deb12-cloud-amd64"
+OLD = "6.1.0-56-cloud-amd64"
+
+
+@pytest.fixture
+def two_kernels(root):
+    root.add_kernel(OLD)
+    root.add_kernel(NEW)
+    return root
+
+
+def run_cli(root, *args):
+    return cli.main([*args, "--root", str(root)])
+
+
+def test_update_writes_default_kexec_that_sh_reads(two_kernels, capsys):
+    assert run_cli(two_kernels, "update") == 0
+    values = two_kernels.sourced()
+    assert values == {
+        "LOAD_KEXEC": "true",
+        "KERNEL_IMAGE": f"/boot/vmlinuz-{NEW}",
+        "INITRD": f"/boot/initrd.img-{NEW}",
+        "APPEND": "root=/dev/vda ro console=ttyS0",
+        "USE_GRUB_CONFIG": "false",
+    }
+    err = capsys.readouterr().err
+    assert f"/etc/default/kexec updated: selected {NEW}" in err
+    assert two_kernels.exists("/var/lib/kexec-auto/kexec.orig-absent")
+
+
+def test_update_keeps_kexec_tools_original(two_kernels, capsys):
+    original = 'LOAD_KEXEC=false\nKERNEL_IMAGE="/vmlinuz"\nINITRD="/initrd.img"\n'
+    two_kernels.write("/etc/default/kexec", original)
+    assert run_cli(two_kernels, "update") == 0
+    assert two_kernels.read("/var/lib/kexec-auto/kexec.orig") == original
+    assert "kept the original /etc/default/kexec as /var/lib/kexec-auto/kexec.orig" in capsys.readouterr().err
+
+
+def test_extra_cmdline_and_cmdline_settings(two_kernels):
+    two_kernels.config("CMDLINE='root=/dev/sda1 ro'\nEXTRA_CMDLINE=\"quiet 'x y'\"\n")
+    assert run_cli(two_kernels, "update") == 0
+    assert two_kernels.sourced()["APPEND"] == "root=/dev/sda1 ro quiet 'x y'"
+
+
+def test_bad_value_is_one_line_error_and_file_untouched(two_kernels, capsys):
+    assert run_cli(two_kernels, "update") == 0
+    before = two_kernels.read("/etc/default/kexec")
+    two_kernels.config("FLAVOUR=any\nENABLED=perhaps\n")
+    two_kernels.remove_kernel(NEW)
+    capsys.readouterr()
+    assert run_cli(two_kernels, "update") == 1
+    err = capsys.readouterr().err
+    assert err == "kexec-auto: error: /etc/default/kexec-auto:2: ENABLED: invalid value 'perhaps': expected true or false\n"
+    assert two_kernels.read("/etc/default/kexec") == before
+
+
+def test_unknown_key_warns_but_updates(two_kernels, capsys):
+    two_kernels.config("FLAVOR=any\n")
+    assert run_cli(two_kernels, "update") == 0
+    assert "warning: /etc/default/kexec-auto:1: ignoring unknown setting FLAVOR" in capsys.readouterr().err
+
+
+def test_disabled_changes_nothing_and_says_so(two_kernels, capsys):
+    two_kernels.config("ENABLED=false\n")
+    assert run_cli(two_kernels, "update") == 0
+    assert not two_kernels.exists("/etc/default/kexec")
+    assert "disabled (ENABLED=false in /etc/default/kexec-auto); /etc/default/kexec not changed" in capsys.readouterr().err
+
+
+def test_pin_missing_is_error_but_newest_written(two_kernels, capsys):
+    two_kernels.config("PIN=6.1.0-99-cloud-amd64\n")
+    assert run_cli(two_kernels, "update") == 1
+    assert two_kernels.sourced()["KERNEL_IMAGE"] == f"/boot/vmlinuz-{NEW}"
+    assert "error: PIN=6.1.0-99-cloud-amd64: kernel 6.1.0-99-cloud-amd64 is not installed" in capsys.readouterr().err
+
+
+def test_removing_last_kernel_leaves_load_kexec_false(two_kernels, capsys):
+    run_cli(two_kernels, "update")
+    two_kernels.remove_kernel(NEW)
+    two_kernels.remove_kernel(OLD)
+    assert run_cli(two_kernels, "update") == 0
+    assert two_kernels.sourced()["LOAD_KEXEC"] == "false"
+    assert "warning: no selectable kernel; /etc/default/kexec now says LOAD_KEXEC=false" in capsys.readouterr().err
+
+
+def test_dry_run_prints_diff_and_changes_nothing(two_kernels, capsys):
+    assert run_cli(two_kernels, "update", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("--- /etc/default/kexec\n+++ /etc/default/kexec (new)\n")
+    assert f"+KERNEL_IMAGE=/boot/vmlinuz-{NEW}\n" in out
+    assert not two_kernels.exists("/etc/default/kexec")
+    assert not two_kernels.exists("/var/lib/kexec-auto")
+
+
+def test_hand_edit_is_kept_and_reported(two_kernels, capsys):
+    run_cli(two_kernels, "update")
+    two_kernels.write("/etc/default/kexec", two_kernels.read("/etc/default/kexec") + "APPEND=mine\n")
+    two_kernels.add_kernel("6.12.118+deb12-cloud-amd64")
+    capsys.readouterr()
+    run_cli(two_kernels, "update")
+    assert "APPEND=mine" in two_kernels.read("/etc/default/kexec.kexec-auto-old")
+    assert "was edited by hand; that version is kept as /etc/default/kexec.kexec-auto-old" in capsys.readouterr().err
+
+
+def test_list_text_and_json(two_kernels, capsys):
+    two_kernels.add_kernel("6.1.0-57-rt-amd64")
+    two_kernels.write("/boot/vmlinuz-6.1.0-1-cloud-amd64.dpkg-bak", b"")
+    assert run_cli(two_kernels, "list") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "running kernel: 6.1.0-50-cloud-amd64"
+    assert out[-1] == f"selected: {NEW} (newest cloud-amd64 kernel (the running flavour))"
+    assert any(line.startswith(f"* {NEW}") for line in out)
+    assert any("6.1.0-57-rt-amd64" in line and "not selectable: flavour rt-amd64, not cloud-amd64" in line for line in out)
+    assert any("dpkg-bak" in line and "stray file" in line for line in out)
+    assert run_cli(two_kernels, "list", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["selected"] == NEW
+    assert [k["release"] for k in data["kernels"]][-2:] == ["6.1.0-57-rt-amd64", NEW]
+    assert [k["selected"] for k in data["kernels"]].count(True) == 1
+
+
+def test_status_exit_code_says_whether_next_reboot_boots_selected(two_kernels, capsys):
+    assert run_cli(two_kernels, "status") == cli.EXIT_NOT_KEXEC
+    assert "does not exist" in capsys.readouterr().out
+    run_cli(two_kernels, "update")
+    two_kernels.write("/usr/lib/systemd/system-shutdown/kexec-auto", "#!/bin/sh\n", 0o755)
+    two_kernels.write("/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service", "")
+    two_kernels.write("/usr/sbin/kexec", "", 0o755)
+    capsys.readouterr()
+    assert run_cli(two_kernels, "status") == 0
+    out = capsys.readouterr().out
+    assert f"next reboot:      kexec into {NEW}" in out
+    assert "kernel loaded now: no" in out
+    assert run_cli(two_kernels, "status", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["next_reboot_ok"] and data["selected"] == NEW and data["kexec_loaded"] is False
+    assert data["default_kexec"]["KERNEL_IMAGE"] == f"/boot/vmlinuz-{NEW}"
+    two_kernels.write("/no-kexec-reboot", "")
+    assert run_cli(two_kernels, "status") == cli.EXIT_NOT_KEXEC
+    assert "coldreboot" in capsys.readouterr().out
+    two_kernels.file("/no-kexec-reboot").unlink()
+    two_kernels.add_kernel("6.12.118+deb12-cloud-amd64")  # installed without the hook running
+    assert run_cli(two_kernels, "status") == cli.EXIT_NOT_KEXEC
+    assert "does not name the selected kernel" in capsys.readouterr().out
+
+
+def test_set_and_get_keep_other_lines_and_refuse_bad_values(root, capsys):
+    root.config("# local notes\nFLAVOUR=any\nX_OTHER=1\n")
+    assert run_cli(root, "set", "PIN=6.1.0-56-amd64", "EXTRA_CMDLINE=a 'b'") == 0
+    assert root.read("/etc/default/kexec-auto") == (
+        "# local notes\nFLAVOUR=any\nX_OTHER=1\nPIN=6.1.0-56-amd64\nEXTRA_CMDLINE='a '\"'\"'b'\"'\"''\n")
+    capsys.readouterr()
+    assert run_cli(root, "get", "PIN", "EXTRA_CMDLINE", "ENABLED") == 0
+    assert capsys.readouterr().out == "6.1.0-56-amd64\na 'b'\ntrue\n"
+    before = root.read("/etc/default/kexec-auto")
+    assert run_cli(root, "set", "PIN=", "ENABLED=sometimes") == 1
+    assert "ENABLED: invalid value 'sometimes'" in capsys.readouterr().err
+    assert root.read("/etc/default/kexec-auto") == before
+    assert run_cli(root, "set", "EXTRA_CMDLINE=a\nb") == 1
+    assert root.read("/etc/default/kexec-auto") == before
+
+
+class FakeRun:
+    """Stands in for process execution only (kexec must not really run here)."""
+
+    def __init__(self, returncode=0, stderr=""):
+        self.calls, self.returncode, self.stderr = [], returncode, stderr
+
+    def __call__(self, argv):
+        self.calls.append(argv)
+        return subprocess.CompletedProcess(argv, self.returncode, "", self.stderr)
+
+
+@pytest.fixture
+def on_machine(two_kernels, monkeypatch):
+    """A fake root treated as the running machine (no container)."""
+    monkeypatch.setattr(system, "confinement", lambda root: "")
+    monkeypatch.setattr(system, "kexec_binary", lambda: "/sbin/kexec")
+    run_cli(two_kernels, "update")
+    return two_kernels
+
+
+def test_load_runs_kexec_with_the_file_values(on_machine, monkeypatch, capsys):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    assert run_cli(on_machine, "load") == 0
+    assert fake.calls == [["/sbin/kexec", "-l", f"/boot/vmlinuz-{NEW}", f"--initrd=/boot/initrd.img-{NEW}",
+                           "--append=root=/dev/vda ro console=ttyS0"]]
+    assert not on_machine.exists("/run/kexec-auto/loaded")
+
+
+def test_load_uses_kexec_file_load_under_lockdown(on_machine, monkeypatch):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    on_machine.write("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
+    assert run_cli(on_machine, "load") == 0
+    assert fake.calls[0][:3] == ["/sbin/kexec", "-s", "-l"]
+
+
+def test_load_reports_kexec_refusal(on_machine, monkeypatch, capsys):
+    monkeypatch.setattr(system, "run", FakeRun(255, "kexec_load failed: Operation not permitted\n"))
+    assert run_cli(on_machine, "load") == 1
+    assert capsys.readouterr().err == (
+        f"kexec-auto: error: kexec refused to load /boot/vmlinuz-{NEW}: kexec_load failed: Operation not permitted\n")
+
+
+def test_load_without_kexec_is_clear_error(on_machine, monkeypatch, capsys):
+    monkeypatch.setattr(system, "kexec_binary", lambda: None)
+    assert run_cli(on_machine, "load") == 1
+    assert "kexec not found; install the kexec-tools package" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where, words", [("container", "inside a container"), ("chroot", "inside a chroot"),
+                                          ("root", "from another root directory")])
+def test_load_refuses_when_confined(two_kernels, monkeypatch, capsys, where, words):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    monkeypatch.setattr(system, "confinement", lambda root: where)
+    assert run_cli(two_kernels, "load") == 1
+    assert f"refusing to load a kernel {words}" in capsys.readouterr().err
+    assert fake.calls == []
+
+
+def test_load_at_shutdown_only_when_rebooting_and_marks(on_machine, monkeypatch):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    monkeypatch.setattr(system, "queued_jobs", lambda: ["poweroff.target"])
+    assert run_cli(on_machine, "load", "--at-shutdown") == 0
+    assert fake.calls == []
+    monkeypatch.setattr(system, "queued_jobs", lambda: ["shutdown.target", "reboot.target"])
+    assert run_cli(on_machine, "load", "--at-shutdown") == 0
+    assert len(fake.calls) == 1
+    assert on_machine.read("/run/kexec-auto/loaded") == f"/boot/vmlinuz-{NEW}\n"
+
+
+def test_load_at_shutdown_honours_coldreboot_once(on_machine, monkeypatch, capsys):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    on_machine.write("/no-kexec-reboot", "")
+    assert run_cli(on_machine, "load", "--at-shutdown") == 0
+    assert fake.calls == [] and not on_machine.exists("/no-kexec-reboot")
+    assert not on_machine.exists("/run/kexec-auto/loaded")
+    assert "cold reboot requested" in capsys.readouterr().err
+
+
+def test_load_at_shutdown_does_nothing_when_disabled(on_machine, monkeypatch):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    on_machine.config("ENABLED=false\n")
+    assert run_cli(on_machine, "load", "--at-shutdown") == 0
+    assert fake.calls == []
+
+
+def test_arm_publishes_boot_loader_entry(two_kernels):
+    run_cli(two_kernels, "update")
+    assert run_cli(two_kernels, "arm") == 0
+    entry = two_kernels.read("/run/boot-loader-entries/loader/entries/kexec-auto.conf")
+    assert entry == (f"title kexec-auto: {NEW}\nlinux /kexec-auto/vmlinuz\ninitrd /kexec-auto/initrd.img\n"
+                     "options root=/dev/vda ro console=ttyS0\n")
+    link = two_kernels.file("/run/boot-loader-entries/kexec-auto/vmlinuz")
+    assert str(link.readlink()) == f"/boot/vmlinuz-{NEW}"
+    # Kept current by update once armed, removed when disabled.
+    two_kernels.add_kernel("6.12.118+deb12-cloud-amd64")
+    run_cli(two_kernels, "update")
+    assert str(link.readlink()) == "/boot/vmlinuz-6.12.118+deb12-cloud-amd64"
+    two_kernels.config("ENABLED=false\n")
+    assert run_cli(two_kernels, "arm") == 0
+    assert not two_kernels.exists("/run/boot-loader-entries/loader/entries/kexec-auto.conf")
+
+
+def test_help_and_usage_errors(src_env):
+    result = subprocess.run([sys.executable, "-m", "kexec_auto", "--help"], capture_output=True, text=True, env=src_env)
+    assert result.returncode == 0
+    for word in ("list", "status", "update", "load", "--root", "exit status", "/etc/default/kexec-auto"):
+        assert word in result.stdout
+    result = subprocess.run([sys.executable, "-m", "kexec_auto", "frobnicate"], capture_output=True, text=True, env=src_env)
+    assert result.returncode == 2
+    assert "invalid choice: 'frobnicate'" in result.stderr
+    for command in ("list", "status", "update", "load", "arm", "set", "get"):
+        result = subprocess.run([sys.executable, "-m", "kexec_auto", command, "--help"], capture_output=True, text=True, env=src_env)
+        assert result.returncode == 0 and "--root DIR" in result.stdout, command

@@ -1,0 +1,98 @@
+import pytest
+
+from kexec_auto.config import Config, ConfigError, parse_config, parse_value, set_values
+
+
+def test_defaults_when_empty():
+    config, warnings = parse_config([])
+    assert config == Config()
+    assert (config.enabled, config.flavour, config.pin, config.require_initrd) == (True, "running", "", True)
+    assert warnings == []
+
+
+def test_all_keys_quoted_and_unquoted():
+    config, warnings = parse_config(
+        [
+            "# comment",
+            "",
+            "ENABLED=false",
+            "FLAVOUR='cloud-amd64'",
+            'PIN="6.1.0-56-cloud-amd64"',
+            'EXCLUDE="*-rt-* 6.1.0-9-*"',
+            "CMDLINE='root=/dev/vda ro quiet'",
+            'EXTRA_CMDLINE="nokaslr  mitigations=off"  # trailing comment',
+            "export REQUIRE_INITRD=false",
+        ]
+    )
+    assert warnings == []
+    assert config == Config(
+        enabled=False,
+        flavour="cloud-amd64",
+        pin="6.1.0-56-cloud-amd64",
+        exclude=("*-rt-*", "6.1.0-9-*"),
+        cmdline="root=/dev/vda ro quiet",
+        extra_cmdline="nokaslr  mitigations=off",
+        require_initrd=False,
+    )
+
+
+def test_unknown_key_and_malformed_line_warn_with_file_and_line():
+    config, warnings = parse_config(["FLAVOUR=any", "COLOUR=blue", "this is not an assignment"], source="/x/cfg")
+    assert config.flavour == "any"
+    assert warnings == [
+        "/x/cfg:2: ignoring unknown setting COLOUR",
+        "/x/cfg:3: ignoring malformed line: 'this is not an assignment'",
+    ]
+
+
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ("ENABLED=yes", "ENABLED: invalid value 'yes'"),
+        ("FLAVOUR=Cloud_AMD64", "FLAVOUR: invalid value 'Cloud_AMD64'"),
+        ("PIN=../../etc", "PIN: invalid value '../../etc'"),
+        ("REQUIRE_INITRD=1", "REQUIRE_INITRD: invalid value '1'"),
+        ("CMDLINE=two words", "CMDLINE: cannot parse"),
+        ("CMDLINE='unterminated", "CMDLINE: cannot parse"),
+    ],
+)
+def test_bad_values_are_errors_naming_file_line_and_value(line, fragment):
+    with pytest.raises(ConfigError) as error:
+        parse_config(["# first", line], source="/etc/default/kexec-auto")
+    message = str(error.value)
+    assert message.startswith("/etc/default/kexec-auto:2: ")
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_parse_value_is_sh_assignment_without_expansion():
+    assert parse_value("'a b'") == "a b"
+    assert parse_value('"x\\"y"') == 'x"y'
+    assert parse_value("") == ""
+    assert parse_value("$HOME") == "$HOME"
+
+
+def test_set_values_keeps_comments_unknown_lines_and_order():
+    lines = ["# my notes", "FLAVOUR=any", "SOMETHING=else", "PIN=", "PIN=dup"]
+    assert set_values(lines, {"PIN": "6.1.0-56-amd64", "EXTRA_CMDLINE": "a b"}) == [
+        "# my notes",
+        "FLAVOUR=any",
+        "SOMETHING=else",
+        "PIN=6.1.0-56-amd64",
+        "EXTRA_CMDLINE='a b'",
+    ]
+
+
+def test_set_values_round_trips_through_parse():
+    text = "quote ' and \" and $dollar `tick` \\ back"
+    lines = set_values([], {"EXTRA_CMDLINE": text, "CMDLINE": ""})
+    config, _ = parse_config(lines)
+    assert config.extra_cmdline == text
+    assert config.cmdline == ""
+
+
+def test_set_values_rejects_invalid_value():
+    with pytest.raises(ConfigError, match="ENABLED: invalid value 'maybe'"):
+        set_values(["ENABLED=true"], {"ENABLED": "maybe"})
+    with pytest.raises(ConfigError, match="newlines"):
+        set_values([], {"EXTRA_CMDLINE": "a\nb"})

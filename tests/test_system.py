@@ -1,0 +1,74 @@
+from kexec_auto import system
+from conftest import BZIMAGE
+
+
+def test_find_kernels_pairs_images_with_initrds_and_explains_skips(root):
+    root.add_kernel("6.1.0-56-cloud-amd64")
+    root.add_kernel("6.1.0-55-cloud-amd64", initrd=False)
+    root.write("/boot/initrd.img-6.1.0-54-cloud-amd64", b"x")  # initrd without a kernel
+    root.write("/boot/vmlinuz-6.1.0-57-cloud-amd64", b"")
+    root.write("/boot/vmlinuz-6.1.0-58-cloud-amd64", b"MZ not a bzImage" * 64)
+    root.write("/boot/vmlinuz-6.1.0-56-cloud-amd64.dpkg-tmp", BZIMAGE)
+    root.write("/boot/vmlinuz-6.1.0-56-cloud-amd64.sig", b"sig")
+    root.write("/boot/vmlinuz-6.1.0-56-cloud-amd64.bak", BZIMAGE)
+    root.write("/boot/config-6.1.0-56-cloud-amd64", "CONFIG_KEXEC=y")
+    root.file("/boot/vmlinuz-dir").mkdir()
+    found = {k.release: k for k in system.find_kernels(str(root))}
+    assert sorted(found) == [
+        "6.1.0-55-cloud-amd64",
+        "6.1.0-56-cloud-amd64",
+        "6.1.0-56-cloud-amd64.bak",
+        "6.1.0-56-cloud-amd64.dpkg-tmp",
+        "6.1.0-56-cloud-amd64.sig",
+        "6.1.0-57-cloud-amd64",
+        "6.1.0-58-cloud-amd64",
+    ]
+    good = found["6.1.0-56-cloud-amd64"]
+    assert (good.image, good.initrd, good.problem) == (
+        "/boot/vmlinuz-6.1.0-56-cloud-amd64", "/boot/initrd.img-6.1.0-56-cloud-amd64", "")
+    assert found["6.1.0-55-cloud-amd64"].initrd is None
+    assert found["6.1.0-57-cloud-amd64"].problem == "empty file"
+    assert found["6.1.0-58-cloud-amd64"].problem == "not a Linux x86 boot image (no HdrS magic at 0x202)"
+    assert found["6.1.0-56-cloud-amd64.dpkg-tmp"].problem == "stray file (left over by dpkg)"
+    assert found["6.1.0-56-cloud-amd64.sig"].problem == "stray file (a detached signature)"
+    assert found["6.1.0-56-cloud-amd64.bak"].problem == "stray file (a backup copy)"
+
+
+def test_missing_boot_means_no_kernels(tmp_path):
+    assert system.find_kernels(str(tmp_path)) == []
+
+
+def test_running_release_and_cmdline(root):
+    root.running("6.12.117+deb12-cloud-amd64")
+    assert system.running_release(str(root)) == "6.12.117+deb12-cloud-amd64"
+    assert system.current_cmdline(str(root)) == (
+        "BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-cloud-amd64 root=/dev/vda ro console=ttyS0", "/proc/cmdline")
+    root.write("/etc/kernel/cmdline", "root=UUID=1234 ro\n")
+    assert system.current_cmdline(str(root)) == ("root=UUID=1234 ro", "/etc/kernel/cmdline")
+
+
+def test_lockdown_mode(root):
+    assert system.lockdown_mode(str(root)) is None
+    root.write("/sys/kernel/security/lockdown", "[none] integrity confidentiality\n")
+    assert system.lockdown_mode(str(root)) == "none"
+    root.write("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
+    assert system.lockdown_mode(str(root)) == "integrity"
+
+
+def test_kexec_loaded(root):
+    assert system.kexec_loaded(str(root)) is False
+    root.write("/sys/kernel/kexec_loaded", "1\n")
+    assert system.kexec_loaded(str(root)) is True
+
+
+def test_source_default_kexec_reads_kexec_d_like_kexec_tools(root):
+    assert system.source_default_kexec(str(root)) is None
+    root.write("/etc/default/kexec", "LOAD_KEXEC=true\nKERNEL_IMAGE=/vmlinuz\nAPPEND='a b'\n")
+    root.write("/etc/default/kexec.d/10-local", "APPEND=\"$APPEND c\"\n")
+    root.write("/etc/default/kexec.d/skip.me", "APPEND=ignored\n")  # run-parts skips dotted names
+    assert system.source_default_kexec(str(root)) == {
+        "LOAD_KEXEC": "true", "KERNEL_IMAGE": "/vmlinuz", "INITRD": "", "APPEND": "a b c", "USE_GRUB_CONFIG": ""}
+
+
+def test_confinement_of_another_root(root):
+    assert system.confinement(str(root)) == "root"
