@@ -85,7 +85,8 @@ def select_kernel(kernels: Iterable[Kernel], config: Config, running: str) -> Se
     warnings: list[str] = []
     errors: list[str] = []
 
-    wanted = split_flavour(running)[1] if config.flavour == "running" else config.flavour
+    running_flavour = split_flavour(running)[1]
+    wanted = running_flavour if config.flavour in ("running", "any") else config.flavour
     if config.flavour == "any":
         pool, scope = eligible, "newest kernel of any flavour (FLAVOUR=any)"
     else:
