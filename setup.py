@@ -1,0 +1,3 @@
+# Shim for tools that still call setup.py (stdeb); metadata is in setup.cfg.
+from setuptools import setup
+setup()
