@@ -122,11 +122,16 @@ def test_list_text_and_json(two_kernels, capsys):
     assert any(line.startswith(f"* {NEW}") for line in out)
     assert any("6.1.0-57-rt-amd64" in line and "not selectable: flavour rt-amd64, not cloud-amd64" in line for line in out)
     assert any("dpkg-bak" in line and "stray file" in line for line in out)
+    assert f"      /boot/vmlinuz-{NEW}  (no package)" in out
     assert run_cli(two_kernels, "list", "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["selected"] == NEW
     assert [k["release"] for k in data["kernels"]][-2:] == ["6.1.0-57-rt-amd64", NEW]
     assert [k["selected"] for k in data["kernels"]].count(True) == 1
+    two_kernels.write("/var/lib/dpkg/status", f"Package: linux-image-{NEW}\nStatus: install ok installed\nVersion: 6.12.117-1\n")
+    assert run_cli(two_kernels, "list", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["kernels"][-1]["package"], data["kernels"][-1]["package_version"]) == (f"linux-image-{NEW}", "6.12.117-1")
 
 
 def test_status_exit_code_says_whether_next_reboot_boots_selected(two_kernels, capsys):

@@ -72,3 +72,32 @@ def test_source_default_kexec_reads_kexec_d_like_kexec_tools(root):
 
 def test_confinement_of_another_root(root):
     assert system.confinement(str(root)) == "root"
+
+
+def test_kernel_packages_from_dpkg_status(root):
+    root.write("/var/lib/dpkg/status", """\
+Package: linux-image-6.1.0-56-cloud-amd64
+Status: install ok installed
+Version: 6.1.0-56+deb12u1
+
+Package: linux-image-6.1.0-50-cloud-amd64
+Status: deinstall ok config-files
+Version: 6.1.0-50
+
+Package: linux-image-6.12.117+deb12-amd64-unsigned
+Status: install ok installed
+Version: 6.12.117-1~deb12u1
+
+Package: linux-image-cloud-amd64
+Status: install ok installed
+Version: 6.1.0-56+deb12u1
+
+Package: bash
+Status: install ok installed
+Version: 5.2.15-2+b8
+""")
+    packages = system.kernel_packages(str(root))
+    assert packages["6.1.0-56-cloud-amd64"] == ("linux-image-6.1.0-56-cloud-amd64", "6.1.0-56+deb12u1")
+    assert packages["6.12.117+deb12-amd64"] == ("linux-image-6.12.117+deb12-amd64-unsigned", "6.12.117-1~deb12u1")
+    assert "6.1.0-50-cloud-amd64" not in packages
+    assert system.kernel_packages("/nonexistent-root") == {}

@@ -270,6 +270,7 @@ def kernel_list(root: str) -> dict:
     """Data behind ``kexec-auto list``."""
     plan = make_plan(root)
     chosen = plan.selection.kernel
+    packages = system.kernel_packages(root)
     return {
         "running": plan.running,
         "selected": chosen.release if chosen else None,
@@ -282,6 +283,8 @@ def kernel_list(root: str) -> dict:
                 "flavour": v.kernel.flavour,
                 "image": v.kernel.image,
                 "initrd": v.kernel.initrd,
+                "package": packages.get(v.kernel.release, (None, None))[0],
+                "package_version": packages.get(v.kernel.release, (None, None))[1],
                 "selectable": v.selectable,
                 "why_not": v.why_not,
                 "selected": v.kernel == chosen,

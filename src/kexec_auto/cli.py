@@ -71,7 +71,8 @@ def _print_list(data: dict) -> None:
         mark = "*" if kernel["selected"] else " "
         state = "selectable" if kernel["selectable"] else f"not selectable: {kernel['why_not']}"
         flavour = kernel["flavour"] or "-"
-        print(f"{mark} {kernel['release']:<34} {flavour:<12} {state}")
+        package = f"{kernel['package']} {kernel['package_version']}" if kernel["package"] else "(no package)"
+        print(f"{mark} {kernel['release']:<34} {flavour:<12} {state}\n      {kernel['image']}  {package}")
     if data["selected"]:
         print(f"selected: {data['selected']} ({data['reason']})")
     else:

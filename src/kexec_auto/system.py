@@ -87,6 +87,31 @@ def find_kernels(root: str) -> list[Kernel]:
     return kernels
 
 
+DPKG_STATUS = "/var/lib/dpkg/status"
+_IMAGE_PACKAGE_PREFIX = "linux-image-"
+
+
+def kernel_packages(root: str) -> dict[str, tuple[str, str]]:
+    """Installed kernel packages by release: ``{release: (package, version)}``,
+    read from dpkg's status file with python-debian."""
+    from debian import deb822  # deferred: only `list` needs it
+
+    packages: dict[str, tuple[str, str]] = {}
+    try:
+        with at(root, DPKG_STATUS).open(encoding="utf-8", errors="replace") as status:
+            for paragraph in deb822.Deb822.iter_paragraphs(
+                status, fields=["Package", "Status", "Version"], use_apt_pkg=False
+            ):
+                name = paragraph.get("Package", "")
+                if not name.startswith(_IMAGE_PACKAGE_PREFIX) or not paragraph.get("Status", "").endswith(" installed"):
+                    continue
+                release = name[len(_IMAGE_PACKAGE_PREFIX):].removesuffix("-unsigned")
+                packages[release] = (name, paragraph.get("Version", ""))
+    except OSError:
+        pass
+    return packages
+
+
 def running_release(root: str) -> str:
     text = _read(root, "/proc/sys/kernel/osrelease")
     return text.strip() if text and text.strip() else os.uname().release
