@@ -120,8 +120,6 @@ def select_kernel(kernels: Iterable[Kernel], config: Config, running: str) -> Se
                 f"PIN={config.pin}: kernel {config.pin} {problem}; "
                 + (f"using {chosen.release} instead" if chosen else "no other kernel to use")
             )
-    if chosen is None and not errors:
-        warnings.append("no selectable kernel found in /boot")
     verdicts = tuple(
         Verdict(k, not why_not[k.release], why_not[k.release]) for k in ordered
     )
