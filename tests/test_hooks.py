@@ -3,6 +3,7 @@ DEB_MAINT_PARAMS="$*" run-parts --report --exit-on-error --arg=$version --arg=$i
 """
 
 import subprocess
+import sys
 
 import pytest
 
@@ -114,9 +115,12 @@ def test_write_failure_does_not_fail_the_hook(machine, src_env):
 
 
 def test_hook_left_behind_after_package_removal_exits_quietly(machine, src_env, tmp_path):
-    env = dict(src_env, PYTHONPATH=str(tmp_path / "nothing-here"))
-    for kind in ("postinst.d", "postrm.d", "post-update.d"):
-        result = run_parts(machine, kind, OLD, "configure" if kind == "postinst.d" else "remove", env)
+    # -S hides an installed kexec-auto as well: the hook must find no module.
+    env = dict(src_env, PYTHONPATH=str(tmp_path / "nothing-here"), KEXEC_AUTO_ROOT=str(machine))
+    for kind, action in (("postinst.d", "configure"), ("postrm.d", "remove"), ("post-update.d", "")):
+        env["DEB_MAINT_PARAMS"] = action
+        result = subprocess.run([sys.executable, "-S", str(HOOKS / kind / "kexec-auto"), OLD, f"/boot/vmlinuz-{OLD}"],
+                                capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), kind
     assert not machine.exists("/etc/default/kexec")
 
