@@ -1,0 +1,534 @@
+"""The Debian package: both builds, their contents, lintian, and the
+maintainer and shutdown scripts run for real.
+
+The builds (marker ``package``) copy the working tree to a temporary
+directory, build it with ``dpkg-buildpackage`` and with stdeb once per test
+session, and compare the results.
+
+The script tests run debian/config, debian/postinst, debian/postrm and the
+system-shutdown hook on this machine, inside a private mount namespace
+(``unshare --mount``) where /etc/default, /var/lib, /boot, /run and
+/sys/kernel are empty tmpfs and /usr/bin, /usr/sbin are overlays holding
+stand-ins (``kexec-auto`` runs this checkout, ``kexec`` records its
+arguments). Nothing outside the namespace changes. They need root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+REPO = Path(__file__).resolve().parents[1]
+DEBIAN = REPO / "debian"
+# A Debian PATH: the build must not pick up a python3 from pyenv or a venv.
+CLEAN_ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C.UTF-8",
+    "HOME": os.environ.get("HOME", "/root"),
+    # The unit tests ran already in this session; the build only packages.
+    "DEB_BUILD_OPTIONS": "nocheck",
+}
+HOOKS = (
+    "/etc/kernel/postinst.d/kexec-auto",
+    "/etc/kernel/postrm.d/kexec-auto",
+    "/etc/initramfs/post-update.d/kexec-auto",
+)
+# Only the name of the changelog differs: dpkg-buildpackage builds the native
+# package (changelog.gz), stdeb always makes a "3.0 (quilt)" one with a
+# Debian revision (changelog.Debian.gz).
+CHANGELOGS = {"/usr/share/doc/kexec-auto/changelog.gz", "/usr/share/doc/kexec-auto/changelog.Debian.gz"}
+
+is_root = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not is_root, reason="needs root for a private mount namespace")
+
+
+def tree_files() -> list[str]:
+    """The files of the working tree that git would commit (tracked and new)."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, check=True, capture_output=True,
+    ).stdout.decode()
+    return sorted(name for name in set(out.split("\0")) if name and (REPO / name).is_file())
+
+
+def copy_tree(dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for name in tree_files():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
+    return dest
+
+
+def run(argv, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    return subprocess.run(argv, **kwargs)
+
+
+def build_log_tail(result: subprocess.CompletedProcess) -> str:
+    return "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+
+
+@pytest.fixture(scope="session")
+def debs(tmp_path_factory) -> dict[str, Path]:
+    """Build kexec-auto both ways, once per session: {"dh": .deb, "stdeb": .deb, "changes": ...}."""
+    if shutil.which("dpkg-buildpackage") is None or not Path("/usr/lib/python3/dist-packages/stdeb").exists():
+        pytest.skip("dpkg-dev and python3-stdeb are needed to build the package")
+    base = tmp_path_factory.mktemp("build")
+
+    dh_src = copy_tree(base / "dh" / "src")
+    result = run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=dh_src, env=CLEAN_ENV)
+    assert result.returncode == 0, build_log_tail(result)
+    (dh_deb,) = (base / "dh").glob("kexec-auto_*_all.deb")
+    (changes,) = (base / "dh").glob("kexec-auto_*.changes")
+
+    stdeb_src = copy_tree(base / "stdeb" / "src")
+    result = run(
+        ["/usr/bin/python3", "setup.py", "--command-packages=stdeb.command", "bdist_deb"],
+        cwd=stdeb_src, env=CLEAN_ENV,
+    )
+    assert result.returncode == 0, build_log_tail(result)
+    (stdeb_deb,) = (stdeb_src / "deb_dist").glob("kexec-auto_*_all.deb")
+    return {"dh": dh_deb, "stdeb": stdeb_deb, "changes": changes}
+
+
+def contents(deb: Path) -> dict[str, str]:
+    """{path: mode string} of a .deb's data, paths without the leading "."."""
+    listing = run(["dpkg-deb", "-c", str(deb)], check=True).stdout
+    entries = {}
+    for line in listing.splitlines():
+        fields = line.split(None, 5)
+        path = fields[5].split(" -> ")[0]
+        entries[path[1:].rstrip("/") or "/"] = fields[0]
+    return entries
+
+
+def control_files(deb: Path, dest: Path) -> dict[str, bytes]:
+    run(["dpkg-deb", "-e", str(deb), str(dest)], check=True)
+    return {p.name: p.read_bytes() for p in dest.iterdir()}
+
+
+@pytest.mark.package
+def test_dh_package_installs_every_file_where_it_belongs(debs):
+    files = contents(debs["dh"])
+    expected = {
+        **{hook: "-rwxr-xr-x" for hook in HOOKS},
+        "/usr/lib/systemd/system-shutdown/kexec-auto": "-rwxr-xr-x",
+        "/usr/bin/kexec-auto": "-rwxr-xr-x",
+        "/lib/systemd/system/kexec-auto-load.service": "-rw-r--r--",
+        "/usr/share/kexec-auto/templates/default-kexec.j2": "-rw-r--r--",
+        "/usr/share/man/man8/kexec-auto.8.gz": "-rw-r--r--",
+        "/usr/lib/python3/dist-packages/kexec_auto/cli.py": "-rw-r--r--",
+        "/usr/share/doc/kexec-auto/copyright": "-rw-r--r--",
+    }
+    for path, mode in expected.items():
+        assert files.get(path) == mode, f"{path}: {files.get(path)!r}, expected {mode}"
+    # data_files must not land inside the Python package directory.
+    assert not [p for p in files if p.startswith("/usr/lib/python3") and p.endswith(".j2")]
+    assert not [p for p in files if "/usr/local/" in p or "/.pybuild" in p]
+
+
+@pytest.mark.package
+def test_hooks_under_etc_are_conffiles_and_nothing_else(debs, tmp_path):
+    control = control_files(debs["dh"], tmp_path / "DEBIAN")
+    assert sorted(control["conffiles"].decode().split()) == sorted(HOOKS)
+
+
+@pytest.mark.package
+def test_unit_is_enabled_and_started_by_the_maintainer_scripts(debs, tmp_path):
+    postinst = control_files(debs["dh"], tmp_path / "DEBIAN")["postinst"].decode()
+    assert "deb-systemd-helper enable 'kexec-auto-load.service'" in postinst
+    assert "deb-systemd-invoke $_dh_action 'kexec-auto-load.service'" in postinst
+    # The answers are written and /etc/default/kexec updated before the unit
+    # is started (its ExecStart publishes the selected kernel).
+    assert postinst.index("ka update") < postinst.index("deb-systemd-invoke")
+
+
+@pytest.mark.package
+def test_stdeb_package_has_the_same_files(debs):
+    dh, stdeb = contents(debs["dh"]), contents(debs["stdeb"])
+    only_dh = {p: m for p, m in dh.items() if stdeb.get(p) != m and p not in CHANGELOGS}
+    only_stdeb = {p: m for p, m in stdeb.items() if dh.get(p) != m and p not in CHANGELOGS}
+    assert (only_dh, only_stdeb) == ({}, {})
+    assert len(CHANGELOGS & set(dh)) == 1 and len(CHANGELOGS & set(stdeb)) == 1
+
+
+@pytest.mark.package
+def test_stdeb_package_has_the_same_maintainer_scripts(debs, tmp_path):
+    dh = control_files(debs["dh"], tmp_path / "dh")
+    stdeb = control_files(debs["stdeb"], tmp_path / "stdeb")
+    scripts = {"config", "postinst", "prerm", "postrm", "templates", "conffiles"}
+    assert scripts <= set(dh)
+    assert set(dh) - {"control", "md5sums"} == set(stdeb) - {"control", "md5sums"}
+    for name in scripts:
+        assert dh[name] == stdeb[name], f"DEBIAN/{name} differs"
+    for deb in ("dh", "stdeb"):
+        depends = run(["dpkg-deb", "-f", str(debs[deb]), "Depends"], check=True).stdout
+        for package in ("kexec-tools", "python3-debian", "python3-jinja2", "debconf"):
+            assert re.search(rf"(^|[ ,]){package}([ ,(]|$)", depends), (deb, depends)
+
+
+@pytest.mark.package
+def test_lintian_pedantic_has_no_errors_or_warnings(debs):
+    if shutil.which("lintian") is None:
+        pytest.skip("lintian is not installed")
+    result = run(
+        ["lintian", "--pedantic", "--info", str(debs["dh"]), str(debs["changes"])],
+        env=CLEAN_ENV,
+    )
+    bad = [line for line in result.stdout.splitlines() if line.startswith(("E:", "W:"))]
+    assert bad == [], result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_man_page_documents_every_command_and_exit_status():
+    page = (DEBIAN / "kexec-auto.8").read_text()
+    for command in ("list", "status", "update", "load", "arm", "set", "get"):
+        assert re.search(rf"^\.(B|BR|BI) {command}\b", page, re.M), command
+    for key in ("ENABLED", "FLAVOUR", "PIN", "EXCLUDE", "CMDLINE", "EXTRA_CMDLINE", "REQUIRE_INITRD"):
+        assert f"{key}=" in page, key
+    for status in "0123":
+        assert f".B {status}\n" in page
+    if shutil.which("man"):
+        result = run(["man", "--warnings", "-E", "UTF-8", "-l", "-Tutf8", "-Z", str(DEBIAN / "kexec-auto.8")],
+                     env={**CLEAN_ENV, "MANWIDTH": "80"})
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_unit_orders_the_shutdown_load_as_the_contract_says():
+    unit = (DEBIAN / "kexec-auto-load.service").read_text()
+    lines = {line for line in unit.splitlines() if not line.startswith("#")}
+    for line in (
+        "After=local-fs.target kexec-load.service",
+        "RequiresMountsFor=/boot",
+        "ConditionVirtualization=!container",
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        "ExecStart=/usr/bin/kexec-auto arm",
+        "ExecStop=/usr/bin/kexec-auto load --at-shutdown",
+        "WantedBy=multi-user.target",
+    ):
+        assert line in lines, line
+    assert "debian/kexec-auto-load.service lib/systemd/system" in (DEBIAN / "kexec-auto.install").read_text()
+
+
+def test_templates_pot_is_up_to_date(tmp_path):
+    """debian/po/templates.pot must carry every translatable string."""
+    if shutil.which("debconf-gettextize") is None:
+        pytest.skip("po-debconf is not installed")
+    pot = (DEBIAN / "po/templates.pot").read_text()
+    templates = (DEBIAN / "templates").read_text()
+    for short in re.findall(r"^_Description: (.*)$", templates, re.M):
+        assert f'msgid "{short}"' in pot, short
+    assert "msgid \"newest kernel of the running flavour\"" in pot
+
+
+# -- the config script's parser of /etc/default/kexec-auto ---------------------
+
+def file_value(conf: Path, key: str) -> subprocess.CompletedProcess:
+    config = (DEBIAN / "config").read_text()
+    function = re.search(r"^file_value\(\) \{\n.*?^\}\n", config, re.M | re.S).group(0)
+    script = f"{function}\nCONFFILE={shlex.quote(str(conf))}\nfile_value {shlex.quote(key)}\n"
+    return run(["sh", "-c", script])
+
+
+def sourced_value(conf: Path, key: str) -> str:
+    return run(["sh", "-c", f'. {shlex.quote(str(conf))}; printf "%s\\n" "${key}"'], check=True).stdout
+
+
+def test_config_parses_quoting_like_the_shell(tmp_path):
+    conf = tmp_path / "kexec-auto"
+    conf.write_text(
+        "# a comment\n"
+        "PIN='6.1.0-56-cloud-amd64'\n"
+        'CMDLINE="root=/dev/vda1 console=\\"ttyS0\\" \\$x"  # trailing comment\n'
+        "EXTRA_CMDLINE='it'\"'\"'s a test'\n"
+        "  export FLAVOUR=any\n"
+        "FLAVOUR=cloud-amd64 # the last assignment wins\n"
+    )
+    for key, value in [
+        ("PIN", "6.1.0-56-cloud-amd64"),
+        ("CMDLINE", 'root=/dev/vda1 console="ttyS0" $x'),
+        ("EXTRA_CMDLINE", "it's a test"),
+        ("FLAVOUR", "cloud-amd64"),
+    ]:
+        assert file_value(conf, key).stdout == value + "\n"
+        assert sourced_value(conf, key) == value + "\n"
+    missing = file_value(conf, "ENABLED")
+    assert (missing.returncode, missing.stdout) == (1, "")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30))
+def test_config_reads_back_what_the_core_writes(tmp_path, value):
+    """kexec-auto set writes shlex.quote()d values; config must read them as sh does."""
+    conf = tmp_path / "kexec-auto"
+    conf.write_text(f"EXTRA_CMDLINE={shlex.quote(value) if value else chr(34) * 2}\n", encoding="utf-8")
+    assert file_value(conf, "EXTRA_CMDLINE").stdout == sourced_value(conf, "EXTRA_CMDLINE")
+
+
+# -- maintainer scripts and the shutdown hook, run in a mount namespace ---------
+
+# A kernel image is anything with the bzImage header; the core checks it.
+BZIMAGE = b"\0" * 0x202 + b"HdrS" + b"\0" * 0x1FA
+
+
+class Sandbox:
+    """Runs sh scripts in a private mount namespace over a fake system."""
+
+    def __init__(self, tmp: Path):
+        if not is_root or shutil.which("unshare") is None:
+            pytest.skip("needs root and unshare")
+        self.tmp = tmp
+        self.dirs = {d: tmp / "fs" / d.strip("/").replace("/", "_") for d in
+                     ("/etc/default", "/var/lib", "/boot", "/run", "/sys/kernel")}
+        for path in self.dirs.values():
+            path.mkdir(parents=True)
+        self.overlays = {}
+        for d in ("/usr/bin", "/usr/sbin"):
+            name = d.strip("/").replace("/", "_")
+            upper, work = tmp / "overlay" / name, tmp / "overlay" / f"{name}.work"
+            upper.mkdir(parents=True)
+            work.mkdir(parents=True)
+            self.overlays[d] = (upper, work)
+        self.stub("/usr/bin/kexec-auto",
+                  f'PYTHONPATH={shlex.quote(str(REPO / "src"))} exec /usr/bin/python3 -m kexec_auto "$@"')
+        self.stub("/usr/sbin/kexec", f'echo "kexec $*" >> {shlex.quote(str(tmp / "kexec.log"))}')
+        # Maintainer scripts, named as dpkg's frontend expects them.
+        self.scripts = tmp / "scripts"
+        self.scripts.mkdir()
+        for name in ("config", "postinst", "postrm"):
+            shutil.copy2(DEBIAN / name, self.scripts / f"kexec-auto.{name}")
+        templates = run(["po2debconf", str(DEBIAN / "templates")], check=True).stdout
+        (self.scripts / "kexec-auto.templates").write_text(templates)
+        # A private debconf database.
+        (tmp / "debconf.conf").write_text(
+            "Config: configdb\nTemplates: templatedb\n\n"
+            f"Name: configdb\nDriver: File\nFilename: {tmp}/config.dat\n\n"
+            f"Name: templatedb\nDriver: File\nFilename: {tmp}/templates.dat\n"
+        )
+        self.env = {**CLEAN_ENV, "DEBCONF_SYSTEMRC": str(tmp / "debconf.conf"),
+                    "DEBIAN_FRONTEND": "noninteractive"}
+        self.env.pop("DEB_BUILD_OPTIONS")
+
+    def stub(self, path: str, body: str) -> None:
+        upper = self.overlays[str(Path(path).parent)][0]
+        target = upper / Path(path).name
+        target.write_text(f"#!/bin/sh\n{body}\n")
+        target.chmod(0o755)
+
+    def file(self, path: str) -> Path:
+        for mount, real in self.dirs.items():
+            if path.startswith(mount + "/"):
+                return real / path[len(mount) + 1:]
+        raise ValueError(path)
+
+    def write(self, path: str, content, mode: int = 0o644) -> None:
+        target = self.file(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+        target.chmod(mode)
+
+    def read(self, path: str) -> str:
+        return self.file(path).read_text()
+
+    def sh(self, script: str) -> subprocess.CompletedProcess:
+        mounts = [f"mount --bind {shlex.quote(str(real))} {mount}" for mount, real in self.dirs.items()]
+        mounts += [
+            f"mount -t overlay overlay -o lowerdir={d},upperdir={upper},workdir={work} {d}"
+            for d, (upper, work) in self.overlays.items()
+        ]
+        inner = "set -e\n" + "\n".join(mounts) + "\nset +e\n" + script
+        return run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner],
+                   env=self.env, cwd=self.tmp)
+
+    def preseed(self, *lines: str) -> None:
+        selections = "".join(f"kexec-auto kexec-auto/{line}\n" for line in lines)
+        result = run(["debconf-set-selections"], input=selections, env=self.env)
+        assert result.returncode == 0, result.stderr
+
+    def answer(self, question: str) -> str:
+        result = run(["debconf-show", "kexec-auto"], env=self.env, check=True)
+        for line in result.stdout.splitlines():
+            name, _, value = line.lstrip("* ").partition(":")
+            if name == f"kexec-auto/{question}":
+                return value.strip()
+        raise KeyError(question)
+
+    def postinst(self, *args: str, reconfigure: bool = False) -> subprocess.CompletedProcess:
+        prefix = "DEBCONF_RECONFIGURE=1 " if reconfigure else ""
+        argv = " ".join(shlex.quote(a) for a in ("configure",) + args)
+        return self.sh(f"{prefix}{self.scripts}/kexec-auto.postinst {argv}")
+
+    def setting(self, key: str) -> str:
+        return self.sh(f"kexec-auto get {key}").stdout.rstrip("\n")
+
+
+RELEASE = "6.1.0-56-cloud-amd64"
+
+
+@pytest.fixture
+def box(tmp_path) -> Sandbox:
+    box = Sandbox(tmp_path)
+    for release in (RELEASE, "6.1.0-55-cloud-amd64"):
+        box.write(f"/boot/vmlinuz-{release}", BZIMAGE)
+        box.write(f"/boot/initrd.img-{release}", b"\x1f\x8b initrd")
+    probe = box.sh("true")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot set up a private mount namespace: {probe.stderr.strip()}")
+    return box
+
+
+@needs_root
+def test_first_install_writes_preseeded_answers(box):
+    box.preseed(f"kernels select fixed", f"release string {RELEASE}", "extra string quiet loglevel=3")
+    result = box.postinst()
+    assert result.returncode == 0, result.stderr
+    conf = box.read("/etc/default/kexec-auto")
+    assert conf.startswith("# Settings of kexec-auto")
+    assert box.setting("PIN") == RELEASE
+    assert box.setting("EXTRA_CMDLINE") == "quiet loglevel=3"
+    assert box.setting("ENABLED") == "true"
+    # "kexec-auto update" ran: /etc/default/kexec names the pinned kernel.
+    assert f"KERNEL_IMAGE=/boot/vmlinuz-{RELEASE}" in box.read("/etc/default/kexec")
+
+
+@needs_root
+def test_refused_answers_keep_the_file_and_do_not_fail(box):
+    assert box.postinst().returncode == 0
+    before = box.read("/etc/default/kexec-auto")
+    # Not installed: refused by the postinst's own check.
+    box.preseed("kernels select fixed", "release string 6.1.0-99-cloud-amd64")
+    result = box.postinst("0.1.0")
+    assert result.returncode == 0, result.stderr
+    assert "6.1.0-99-cloud-amd64" in result.stderr and "not installed" in result.stderr
+    assert box.read("/etc/default/kexec-auto") == before
+    assert box.answer("kernels") == "running"
+    # Installed, but "kexec-auto set" refuses it.
+    box.write("/boot/vmlinuz-6.1.0@56", BZIMAGE)
+    box.preseed("kernels select fixed", "release string 6.1.0@56")
+    result = box.postinst("0.1.0")
+    assert result.returncode == 0, result.stderr
+    assert "6.1.0@56" in result.stderr
+    assert box.read("/etc/default/kexec-auto") == before
+    assert box.answer("kernels") == "running"
+
+
+@needs_root
+def test_hand_edits_survive_an_upgrade_and_show_in_debconf(box):
+    assert box.postinst().returncode == 0
+    conf = box.read("/etc/default/kexec-auto")
+    box.write("/etc/default/kexec-auto",
+              conf + "FLAVOUR=any\nEXTRA_CMDLINE='a b'\nCMDLINE=\"root=/dev/vda ro\"\n# mine\n")
+    result = box.postinst("0.1.0")
+    assert result.returncode == 0, result.stderr
+    after = box.read("/etc/default/kexec-auto")
+    assert "# mine" in after
+    assert (box.setting("FLAVOUR"), box.setting("EXTRA_CMDLINE"), box.setting("CMDLINE")) == \
+        ("any", "a b", "root=/dev/vda ro")
+    assert box.answer("kernels") == "any"
+    assert box.answer("cmdline") == "given"
+    assert box.answer("cmdline_string") == "root=/dev/vda ro"
+
+
+@needs_root
+def test_a_named_flavour_is_kept_while_the_answer_stays_running(box):
+    box.write("/etc/default/kexec-auto", "FLAVOUR=cloud-amd64\n")
+    assert box.postinst().returncode == 0
+    assert box.setting("FLAVOUR") == "cloud-amd64"
+    assert box.answer("kernels") == "running"
+
+
+@needs_root
+def test_preseeded_reconfigure_changes_the_file(box):
+    assert box.postinst().returncode == 0
+    box.preseed("kernels select any", "enable boolean false")
+    result = box.postinst(reconfigure=True)
+    assert result.returncode == 0, result.stderr
+    assert box.setting("FLAVOUR") == "any"
+    assert box.setting("ENABLED") == "false"
+    # And a reconfigure without a preseed leaves it so.
+    assert box.postinst(reconfigure=True).returncode == 0
+    assert (box.setting("FLAVOUR"), box.setting("ENABLED")) == ("any", "false")
+
+
+@needs_root
+def test_purge_removes_everything_and_the_kexec_file_kexec_auto_created(box):
+    box.stub("/usr/bin/dpkg-query", "echo installed")  # kexec-tools stays installed
+    assert box.postinst().returncode == 0
+    assert box.file("/etc/default/kexec").exists()
+    box.write("/etc/default/kexec.kexec-auto-old", "by hand\n")
+    result = box.sh(f"{box.scripts}/kexec-auto.postrm purge")
+    assert result.returncode == 0, result.stderr
+    for path in ("/etc/default/kexec", "/etc/default/kexec-auto", "/etc/default/kexec.kexec-auto-old",
+                 "/var/lib/kexec-auto/x"):
+        assert not box.file(path).exists(), path
+    assert not box.file("/var/lib/kexec-auto/x").parent.exists()
+
+
+@needs_root
+def test_purge_restores_the_original_kexec_file(box):
+    box.stub("/usr/bin/dpkg-query", "echo installed")
+    original = 'LOAD_KEXEC=false\nKERNEL_IMAGE="/vmlinuz"\nINITRD="/initrd.img"\nAPPEND=""\n'
+    box.write("/etc/default/kexec", original)
+    assert box.postinst().returncode == 0
+    assert box.read("/etc/default/kexec") != original
+    assert box.sh(f"{box.scripts}/kexec-auto.postrm purge").returncode == 0
+    assert box.read("/etc/default/kexec") == original
+
+
+@needs_root
+def test_purge_without_kexec_tools_removes_the_kexec_file(box):
+    box.stub("/usr/bin/dpkg-query", "echo config-files")
+    box.write("/etc/default/kexec", "LOAD_KEXEC=false\n")
+    assert box.postinst().returncode == 0
+    assert box.sh(f"{box.scripts}/kexec-auto.postrm purge").returncode == 0
+    assert not box.file("/etc/default/kexec").exists()
+
+
+SHUTDOWN_HOOK = REPO / "hooks/system-shutdown/kexec-auto"
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "verb, marker, loaded, executes",
+    [
+        ("reboot", True, "1", True),
+        ("poweroff", True, "1", False),
+        ("halt", True, "1", False),
+        ("kexec", True, "1", False),
+        ("reboot", False, "1", False),
+        ("reboot", True, "0", False),
+        ("reboot", True, None, False),
+    ],
+)
+def test_shutdown_hook_executes_only_what_kexec_auto_loaded_for_a_reboot(box, verb, marker, loaded, executes):
+    if marker:
+        box.write("/run/kexec-auto/loaded", f"/boot/vmlinuz-{RELEASE}\n")
+    if loaded is not None:
+        box.write("/sys/kernel/kexec_loaded", loaded + "\n")
+    result = box.sh(f"{SHUTDOWN_HOOK} {verb}")
+    assert result.returncode == 0, result.stderr
+    log = box.tmp / "kexec.log"
+    assert (log.read_text() if log.exists() else "") == ("kexec -e\n" if executes else "")
+
+
+def test_shutdown_hook_is_posix_sh():
+    assert SHUTDOWN_HOOK.read_text().startswith("#!/bin/sh\n")
+    assert SHUTDOWN_HOOK.stat().st_mode & stat.S_IXUSR
+    assert run(["sh", "-n", str(SHUTDOWN_HOOK)]).returncode == 0
+    if shutil.which("checkbashisms"):
+        assert run(["checkbashisms", str(SHUTDOWN_HOOK)]).returncode == 0
