@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import files, system
+from . import assess, files, system
 from .cmdline import build_cmdline
 from .config import CONFIG_PATH, KEYS, Config, ConfigError, parse_config, set_values
 from .policy import Selection, select_kernel
@@ -26,6 +26,8 @@ LOADED_MARKER = "/run/kexec-auto/loaded"
 SHUTDOWN_HOOK = "/usr/lib/systemd/system-shutdown/kexec-auto"
 LOAD_UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service"
 ENTRIES_DIR = "/run/boot-loader-entries"
+BOOT_STATE = "/var/lib/kexec-auto/boot-state.json"
+HANDOFF_OFF = "kexec_auto.handoff=0"  # on the kernel command line: no hand-off
 
 Log = Callable[[str], None]
 
@@ -45,6 +47,37 @@ def load_config(root: str) -> tuple[Config, list[str]]:
         raise ConfigError(f"{CONFIG_PATH}: not UTF-8 text ({error.reason})") from None
 
 
+def now() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def read_boot_state(root: str) -> tuple[assess.BootState, list[str]]:
+    """The boot assessment state; a corrupt file is reported, set aside and
+    replaced by an empty state, never fatal."""
+    path = system.at(root, BOOT_STATE)
+    text = files.read_text_lenient(path)
+    if text is None:
+        return assess.BootState(), []
+    try:
+        return assess.parse_state(text), []
+    except ValueError as error:
+        return assess.BootState(), [f"{BOOT_STATE} is corrupt ({error}); starting a new one"]
+
+
+def write_boot_state(root: str, state: assess.BootState) -> None:
+    path = system.at(root, BOOT_STATE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = files.read_text_lenient(path)
+    if text is not None:
+        try:
+            assess.parse_state(text)
+        except ValueError:
+            files.write_atomic(Path(f"{path}.corrupt"), text)
+    files.write_atomic(path, assess.dump_state(state))
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """Everything kexec-auto decided, before anything is written."""
@@ -55,6 +88,7 @@ class Plan:
     selection: Selection
     append: str
     cmdline_source: str
+    boot_state: assess.BootState = assess.BootState()
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -73,13 +107,15 @@ def make_plan(root: str) -> Plan:
     """Read the config and the machine and select a kernel (raises
     ConfigError for a setting kexec-auto cannot act on)."""
     config, warnings = load_config(root)
+    boot_state, state_warnings = read_boot_state(root)
     running = system.running_release(root)
-    selection = select_kernel(system.find_kernels(root), config, running)
+    bad = {release: mark.why for release, mark in boot_state.bad().items()}
+    selection = select_kernel(system.find_kernels(root), config, running, bad)
     current, source = system.current_cmdline(root)
     if config.cmdline:
         source = f"CMDLINE in {CONFIG_PATH}"
     append = build_cmdline(config.cmdline, current, config.extra_cmdline)
-    return Plan(config, tuple(warnings), running, selection, append, source)
+    return Plan(config, tuple(warnings + state_warnings), running, selection, append, source, boot_state)
 
 
 def describe(selection: Selection) -> str:
@@ -172,6 +208,66 @@ def is_armed(root: str) -> bool:
     return system.at(root, f"{ENTRIES_DIR}/loader/entries/kexec-auto.conf").exists()
 
 
+def boot(root: str, log: Log = stderr_log) -> int:
+    """Early in every boot (kexec-auto-load.service's start): judge the
+    kernel that was being tried, publish the selection for ``systemctl
+    kexec``, and hand off to the selected kernel when HANDOFF=true."""
+    state, _ = read_boot_state(root)
+    running = system.running_release(root)
+    state, events = assess.assess_boot(state, running, now())
+    if events:
+        for event in events:
+            log(f"warning: {event}; it will not be selected again until its package is "
+                "reinstalled or 'kexec-auto forget' is run")
+        write_boot_state(root, state)
+    plan = make_plan(root)
+    if plan.config.enabled:
+        # Keep /etc/default/kexec in step with marks and with kernels that
+        # changed without a hook (the hand-off below loads from it).
+        update(root, quiet=True, log=log)
+    arm(root, plan)
+    kernel = plan.selection.kernel
+    if not (plan.config.enabled and plan.config.handoff) or kernel is None or kernel.release == running:
+        return 0
+    if HANDOFF_OFF in system.current_cmdline_words(root):
+        log(f"hand-off to {kernel.release} skipped: {HANDOFF_OFF} is on the kernel command line")
+        return 0
+    if system.confinement(root):
+        return 0
+    log(f"handing off from {running} to {kernel.release} through kexec")
+    if load(root, log=log) != 0:
+        return 1
+    write_boot_state(root, assess.start_trial(read_boot_state(root)[0], kernel.release, now()))
+    result = system.run(["systemctl", "--no-block", "kexec"])
+    if result.returncode != 0:
+        log(f"error: systemctl kexec failed: {result.stderr.strip()}")
+        return 1
+    return 0
+
+
+def bless(root: str, log: Log = stderr_log) -> int:
+    """The system reached a healthy state (kexec-auto-bless.service, after
+    boot-complete.target): the running kernel is good."""
+    state, _ = read_boot_state(root)
+    state, events = assess.bless(state, system.running_release(root), now())
+    if events:
+        write_boot_state(root, state)
+        for event in events:
+            log(event)
+    return 0
+
+
+def forget(root: str, release: str, why: str = "kexec-auto forget", log: Log = stderr_log) -> int:
+    """Clear what is known of ``release`` so that it can be selected again."""
+    state, _ = read_boot_state(root)
+    state, events = assess.forget(state, release, now(), why)
+    if events:
+        write_boot_state(root, state)
+        for event in events:
+            log(event)
+    return 0
+
+
 def arm(root: str, plan: Optional[Plan] = None, log: Log = stderr_log) -> int:
     """Publish the selected kernel as a boot loader entry in /run, so that
     ``systemctl kexec`` (which refuses when nothing is loaded and no entry
@@ -244,6 +340,8 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
         marker = system.at(root, LOADED_MARKER)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(values["KERNEL_IMAGE"] + "\n", encoding="utf-8")
+        release = Path(values["KERNEL_IMAGE"]).name.removeprefix("vmlinuz-")
+        write_boot_state(root, assess.start_trial(read_boot_state(root)[0], release, now()))
     log(f"loaded {values['KERNEL_IMAGE']} for the next reboot")
     return 0
 
@@ -289,6 +387,7 @@ def kernel_list(root: str) -> dict:
                 "why_not": v.why_not,
                 "selected": v.kernel == chosen,
                 "running": v.kernel.release == plan.running,
+                "boot": plan.boot_state.mark_of(v.kernel.release),
             }
             for v in plan.selection.verdicts
         ],
@@ -349,6 +448,9 @@ def status_report(root: str) -> dict:
             f"kexec into {kernel.release}" if kernel and not blockers else "firmware reboot"
         ),
         "next_reboot_ok": not blockers,
+        "trying": plan.boot_state.trying,
+        "bad_kernels": {r: m.why for r, m in plan.boot_state.bad().items()},
+        "boot_events": list(plan.boot_state.events[-5:]),
         "blockers": blockers,
         "warnings": list(plan.problems),
         "errors": list(plan.selection.errors),

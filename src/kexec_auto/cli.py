@@ -57,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="as run by kexec-auto-load.service while the system shuts down: load only when "
         "rebooting, not after coldreboot, and mark the kernel for the reboot hook",
     )
-    sub.add_parser("arm", parents=[common], help="publish the selected kernel for 'systemctl kexec' (run at boot)")
+    sub.add_parser("arm", parents=[common], help="publish the selected kernel for 'systemctl kexec'")
+    sub.add_parser(
+        "boot", parents=[common],
+        help="run early in every boot: judge the kernel being tried, arm, and hand off when HANDOFF=true",
+    )
+    sub.add_parser("bless", parents=[common], help="mark the running kernel good (run once the system is healthy)")
+    p = sub.add_parser("forget", parents=[common], help="clear a kernel's good or bad mark so it can be selected again")
+    p.add_argument("release", metavar="RELEASE")
     p = sub.add_parser("set", parents=[common], help="change settings in /etc/default/kexec-auto (KEY=VALUE ...)")
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     p = sub.add_parser("get", parents=[common], help="print settings from /etc/default/kexec-auto, one per line")
@@ -70,6 +77,7 @@ def _print_list(data: dict) -> None:
     for kernel in data["kernels"]:
         mark = "*" if kernel["selected"] else " "
         state = "selectable" if kernel["selectable"] else f"not selectable: {kernel['why_not']}"
+        state = f"[{kernel['boot']}] {state}"
         flavour = kernel["flavour"] or "-"
         package = f"{kernel['package']} {kernel['package_version']}" if kernel["package"] else "(no package)"
         print(f"{mark} {kernel['release']:<34} {flavour:<12} {state}\n      {kernel['image']}  {package}")
@@ -98,6 +106,14 @@ def _print_status(data: dict) -> None:
     print(f"next reboot:      {data['next_reboot']}")
     for blocker in data["blockers"]:
         print(f"  because: {blocker}")
+    if data["trying"]:
+        print(f"being tried:      {data['trying']} (marked good once the system is healthy)")
+    for release, why in data["bad_kernels"].items():
+        print(f"marked bad:       {release}: {why}")
+    if data["boot_events"]:
+        print("recent boot events:")
+        for event in data["boot_events"]:
+            print(f"  {event}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -127,6 +143,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return app.load(args.root, at_shutdown=args.at_shutdown)
         if args.command == "arm":
             return app.arm(args.root)
+        if args.command == "boot":
+            return app.boot(args.root)
+        if args.command == "bless":
+            return app.bless(args.root)
+        if args.command == "forget":
+            return app.forget(args.root, args.release)
         if args.command == "set":
             return app.set_settings(args.root, args.assignments)
         if args.command == "get":

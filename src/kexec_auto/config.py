@@ -38,6 +38,7 @@ class Config:
     cmdline: str = ""
     extra_cmdline: str = ""
     require_initrd: bool = True
+    handoff: bool = False
 
 
 # Key in the file -> (Config field, validator turning the text into the value).
@@ -77,6 +78,7 @@ KEYS = {
     "CMDLINE": ("cmdline", _text),
     "EXTRA_CMDLINE": ("extra_cmdline", _text),
     "REQUIRE_INITRD": ("require_initrd", _boolean),
+    "HANDOFF": ("handoff", _boolean),
 }
 
 

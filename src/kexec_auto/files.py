@@ -31,6 +31,14 @@ def read_text(path: Path) -> Optional[str]:
         return None
 
 
+def read_text_lenient(path: Path) -> Optional[str]:
+    """Like read_text, but undecodable bytes do not raise."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+
+
 def write_atomic(path: Path, content: str, mode: int = 0o644) -> None:
     """Replace ``path`` by ``content`` atomically; on any error the old file
     stays as it was and no temporary file is left behind."""

@@ -48,7 +48,11 @@ def run(kind: str, argv: Sequence[str]) -> int:
             return 0
         from . import app
 
-        app.update(os.environ.get("KEXEC_AUTO_ROOT", "/"), quiet=False)
+        root = os.environ.get("KEXEC_AUTO_ROOT", "/")
+        if kind == "postinst.d" and argv:
+            # A reinstalled or upgraded kernel package deserves a new try.
+            app.forget(root, argv[0], why="its package was installed")
+        app.update(root, quiet=False)
     except Exception as error:  # noqa: BLE001 - a hook must not break apt
         release = f" for kernel {argv[0]}" if argv else ""
         print(

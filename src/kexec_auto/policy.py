@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 from .config import Config
 from .release import release_key, split_flavour
@@ -49,9 +49,11 @@ class Selection:
     errors: tuple[str, ...] = ()
 
 
-def _why_not_eligible(kernel: Kernel, config: Config) -> str:
+def _why_not_eligible(kernel: Kernel, config: Config, bad: Mapping[str, str]) -> str:
     if kernel.problem:
         return kernel.problem
+    if kernel.release in bad:
+        return f"marked bad: {bad[kernel.release]} ('kexec-auto forget {kernel.release}' retries it)"
     if kernel.initrd is None and config.require_initrd:
         return f"no initrd (initrd.img-{kernel.release}); REQUIRE_INITRD=true"
     for pattern in config.exclude:
@@ -73,14 +75,18 @@ def _newest(kernels: Iterable[Kernel], preferred_flavour: str) -> Kernel:
     )
 
 
-def select_kernel(kernels: Iterable[Kernel], config: Config, running: str) -> Selection:
+def select_kernel(
+    kernels: Iterable[Kernel], config: Config, running: str, bad: Optional[Mapping[str, str]] = None
+) -> Selection:
     """Select the kernel to boot next from ``kernels`` under ``config``.
 
     ``running`` is the release of the running kernel (its flavour is the
-    default choice).  Never raises: problems become warnings or errors.
+    default choice); ``bad`` maps releases that failed to boot to why.
+    Never raises: problems become warnings or errors.
     """
+    bad = bad or {}
     ordered = sorted(kernels, key=lambda k: release_key(k.release))
-    why_not = {k.release: _why_not_eligible(k, config) for k in ordered}
+    why_not = {k.release: _why_not_eligible(k, config, bad) for k in ordered}
     eligible = [k for k in ordered if not why_not[k.release]]
     warnings: list[str] = []
     errors: list[str] = []
@@ -111,7 +117,7 @@ def select_kernel(kernels: Iterable[Kernel], config: Config, running: str) -> Se
     reason = scope if chosen else "no selectable kernel"
     if config.pin:
         pinned = next((k for k in ordered if k.release == config.pin), None)
-        if pinned is not None and not _why_not_eligible(pinned, config):
+        if pinned is not None and not _why_not_eligible(pinned, config, bad):
             chosen, reason = pinned, f"pinned (PIN={config.pin})"
             why_not[pinned.release] = ""
         else:

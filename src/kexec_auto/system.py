@@ -127,6 +127,11 @@ def current_cmdline(root: str) -> tuple[str, str]:
     return "", "/proc/cmdline"
 
 
+def current_cmdline_words(root: str) -> list[str]:
+    """Words of the running kernel's own command line (/proc/cmdline)."""
+    return (_read(root, "/proc/cmdline") or "").split()
+
+
 def kexec_loaded(root: str) -> Optional[bool]:
     text = _read(root, "/sys/kernel/kexec_loaded")
     return None if text is None else text.strip() == "1"

@@ -1,0 +1,198 @@
+"""Boot assessment: the pure state machine, then through the command."""
+
+import json
+import subprocess
+
+import pytest
+
+from kexec_auto import app, assess, cli, system
+from kexec_auto.assess import BootState, assess_boot, bless, forget, parse_state, start_trial, dump_state
+
+NEW = "6.12.117+deb12-cloud-amd64"
+OLD = "6.1.0-56-cloud-amd64"
+PROVIDER = "6.1.0-50-cloud-amd64"
+T = "2026-11-25T12:00:00+0000"
+
+
+def test_trial_that_comes_up_elsewhere_is_bad():
+    state = start_trial(BootState(), NEW, T)
+    assert state.trying == NEW and state.mark_of(NEW) == "untried"
+    state, events = assess_boot(state, PROVIDER, T)
+    assert state.mark_of(NEW) == "bad" and state.trying is None
+    assert events == [f"{NEW} failed to boot: the machine came up in {PROVIDER} instead"]
+    assert state.events[-1].endswith(events[0])
+
+
+def test_trial_that_comes_up_is_kept_until_blessed():
+    state = start_trial(BootState(), NEW, T)
+    same, events = assess_boot(state, NEW, T)
+    assert same == state and events == []
+    state, events = bless(state, NEW, T)
+    assert state.mark_of(NEW) == "good" and state.trying is None
+    assert events == [f"{NEW} booted and reached a healthy state: marked good"]
+    # Blessing again changes nothing; a good kernel is not tried again.
+    assert bless(state, NEW, T) == (state, [])
+    assert start_trial(state, NEW, T).trying is None
+
+
+def test_forget_clears_marks():
+    state, _ = assess_boot(start_trial(BootState(), NEW, T), PROVIDER, T)
+    state, events = forget(state, NEW, T, "its package was installed")
+    assert state.mark_of(NEW) == "untried"
+    assert events == [f"forgot what was known of {NEW} (its package was installed)"]
+    assert forget(state, NEW, T, "again") == (state, [])
+
+
+def test_history_is_bounded():
+    state = BootState()
+    for i in range(50):
+        state, _ = bless(state, f"6.1.0-{i}-amd64", T)
+    assert len(state.events) == assess.HISTORY
+
+
+def test_state_round_trip_and_corruption():
+    state, _ = assess_boot(start_trial(BootState(), NEW, T), PROVIDER, T)
+    state = start_trial(state, OLD, T)
+    assert parse_state(dump_state(state)) == state
+    for text in ("", "{", "[]", '{"marks": {"x": {"state": "meh", "when": ""}}, "trying": null}',
+                 '{"marks": {}, "trying": 5}', '{"trying": null}'):
+        with pytest.raises(ValueError, match="not a kexec-auto boot state|unknown mark|trying"):
+            parse_state(text)
+
+
+# -- through the command, on fake roots -------------------------------------
+
+
+class FakeRun:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, argv):
+        self.calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+@pytest.fixture
+def machine(root, monkeypatch):
+    root.running(PROVIDER)
+    root.add_kernel(PROVIDER)
+    root.add_kernel(OLD)
+    root.add_kernel(NEW)
+    monkeypatch.setattr(system, "confinement", lambda r: "")
+    monkeypatch.setattr(system, "kexec_binary", lambda: "/sbin/kexec")
+    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    root.fake_run = fake
+    assert cli.main(["update", "--root", str(root)]) == 0
+    return root
+
+
+def image(root):
+    return root.sourced()["KERNEL_IMAGE"]
+
+
+def boot_state(root):
+    return parse_state(root.read(app.BOOT_STATE))
+
+
+def test_failed_kernel_is_marked_bad_and_next_reboot_takes_the_next_newest(machine, capsys):
+    r = str(machine)
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    assert boot_state(machine).trying == NEW
+    # NEW panicked; the provider booted its own kernel again.
+    assert cli.main(["boot", "--root", r]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {NEW} failed to boot: the machine came up in {PROVIDER} instead" in err
+    assert boot_state(machine).mark_of(NEW) == "bad"
+    assert image(machine) == f"/boot/vmlinuz-{OLD}"
+    # The next reboot tries OLD, which boots and is blessed.
+    cli.main(["load", "--at-shutdown", "--root", r])
+    assert boot_state(machine).trying == OLD
+    machine.running(OLD)
+    assert cli.main(["boot", "--root", r]) == 0
+    assert boot_state(machine).trying == OLD
+    assert cli.main(["bless", "--root", r]) == 0
+    state = boot_state(machine)
+    assert (state.trying, state.mark_of(OLD), state.mark_of(NEW)) == (None, "good", "bad")
+    capsys.readouterr()
+    assert cli.main(["list", "--json", "--root", r]) == 0
+    kernels = {k["release"]: k for k in json.loads(capsys.readouterr().out)["kernels"]}
+    assert kernels[NEW]["boot"] == "bad" and not kernels[NEW]["selectable"]
+    assert kernels[NEW]["why_not"].startswith("marked bad: came up in")
+    assert kernels[OLD]["boot"] == "good" and kernels[OLD]["selected"]
+    assert kernels[PROVIDER]["boot"] == "untried"
+    cli.main(["status", "--root", r])
+    out = capsys.readouterr().out
+    assert f"marked bad:       {NEW}: came up in {PROVIDER} instead" in out
+    assert f"{NEW} failed to boot" in out
+
+
+def test_forget_and_reinstall_clear_the_bad_mark(machine, src_env):
+    r = str(machine)
+    cli.main(["load", "--at-shutdown", "--root", r])
+    cli.main(["boot", "--root", r])
+    assert image(machine) == f"/boot/vmlinuz-{OLD}"
+    assert cli.main(["forget", NEW, "--root", r]) == 0
+    assert boot_state(machine).mark_of(NEW) == "untried"
+    cli.main(["update", "--root", r])
+    assert image(machine) == f"/boot/vmlinuz-{NEW}"
+    # Bad again, then the kernel package is reinstalled: the hook clears it.
+    cli.main(["load", "--at-shutdown", "--root", r])
+    cli.main(["boot", "--root", r])
+    assert image(machine) == f"/boot/vmlinuz-{OLD}"
+    from test_hooks import run_parts
+
+    result = run_parts(machine, "postinst.d", NEW, "configure", src_env)
+    assert result.returncode == 0, result.stderr
+    assert f"forgot what was known of {NEW} (its package was installed)" in result.stderr
+    assert image(machine) == f"/boot/vmlinuz-{NEW}"
+
+
+def test_corrupt_state_is_reported_set_aside_and_rebuilt(machine, capsys):
+    r = str(machine)
+    machine.write(app.BOOT_STATE, "{ not json")
+    assert cli.main(["update", "--root", r]) == 0
+    assert "boot-state.json is corrupt" in capsys.readouterr().err
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    assert boot_state(machine).trying == NEW
+    assert machine.read(app.BOOT_STATE + ".corrupt") == "{ not json"
+
+
+def test_handoff_at_boot(machine, capsys):
+    r = str(machine)
+    machine.config("HANDOFF=true\n")
+    assert cli.main(["boot", "--root", r]) == 0
+    calls = machine.fake_run.calls
+    assert calls[0][:3] == ["/sbin/kexec", "-l", f"/boot/vmlinuz-{NEW}"]
+    assert calls[1] == ["systemctl", "--no-block", "kexec"]
+    assert boot_state(machine).trying == NEW
+    assert f"handing off from {PROVIDER} to {NEW} through kexec" in capsys.readouterr().err
+
+
+def test_handoff_off_by_default_on_the_selected_kernel_and_by_cmdline(machine):
+    r = str(machine)
+    assert cli.main(["boot", "--root", r]) == 0  # HANDOFF defaults to false
+    assert machine.fake_run.calls == []
+    machine.config("HANDOFF=true\n")
+    machine.running(NEW)
+    assert cli.main(["boot", "--root", r]) == 0  # already in the selected kernel
+    assert machine.fake_run.calls == []
+    machine.running(PROVIDER)
+    machine.write("/proc/cmdline", "root=/dev/vda ro kexec_auto.handoff=0\n")
+    assert cli.main(["boot", "--root", r]) == 0
+    assert machine.fake_run.calls == []
+
+
+def test_handoff_never_into_a_bad_kernel(machine):
+    r = str(machine)
+    machine.config("HANDOFF=true\nFLAVOUR=cloud-amd64\n")
+    # NEW was handed off to and failed; OLD too: only the provider is left.
+    for failed in (NEW, OLD):
+        state, _ = assess_boot(start_trial(BootState(), failed, T), PROVIDER, T)
+        previous = boot_state(machine) if machine.exists(app.BOOT_STATE) else BootState()
+        marks = dict(previous.marks, **state.marks)
+        machine.write(app.BOOT_STATE, dump_state(BootState(marks=marks)))
+    assert cli.main(["boot", "--root", r]) == 0
+    assert machine.fake_run.calls == []
+    assert image(machine) == f"/boot/vmlinuz-{PROVIDER}"
