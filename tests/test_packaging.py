@@ -532,3 +532,28 @@ def test_shutdown_hook_is_posix_sh():
     assert run(["sh", "-n", str(SHUTDOWN_HOOK)]).returncode == 0
     if shutil.which("checkbashisms"):
         assert run(["checkbashisms", str(SHUTDOWN_HOOK)]).returncode == 0
+
+
+# -- piuparts ------------------------------------------------------------------
+
+CACHE = Path(os.environ.get("KEXEC_AUTO_TEST_CACHE", "/var/cache/kexec-auto-tests"))
+MIRROR = os.environ.get("KEXEC_AUTO_TEST_MIRROR", "http://deb.debian.org/debian")
+
+
+@pytest.mark.chroot
+def test_piuparts_install_and_purge_leave_bookworm_clean(debs, tmp_path):
+    """piuparts installs the .deb in a minimal bookworm (dependencies from the
+    archive), removes and purges it, and fails on any file left behind or
+    any maintainer script error. The base tarball is cached."""
+    if not is_root or shutil.which("piuparts") is None:
+        pytest.skip("needs root and piuparts")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    base = CACHE / "piuparts-bookworm.tgz"
+    where = ["-b", str(base)] if base.exists() else ["--save", str(base)]
+    result = run(
+        ["piuparts", "-d", "bookworm", "-m", MIRROR, "--no-upgrade-test", *where, str(debs["dh"])],
+        env=CLEAN_ENV, cwd=tmp_path, timeout=1200,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0 and "PASS: All tests." in log, "\n".join(log.splitlines()[-60:])
+    assert "Setting up kexec-auto" in log
