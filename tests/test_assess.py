@@ -81,6 +81,7 @@ def machine(root, monkeypatch):
     monkeypatch.setattr(system, "confinement", lambda r: "")
     monkeypatch.setattr(system, "kexec_binary", lambda: "/sbin/kexec")
     monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    monkeypatch.setattr(system, "booting", lambda: True)
     fake = FakeRun()
     monkeypatch.setattr(system, "run", fake)
     root.fake_run = fake
@@ -181,6 +182,14 @@ def test_handoff_off_by_default_on_the_selected_kernel_and_by_cmdline(machine):
     machine.running(PROVIDER)
     machine.write("/proc/cmdline", "root=/dev/vda ro kexec_auto.handoff=0\n")
     assert cli.main(["boot", "--root", r]) == 0
+    assert machine.fake_run.calls == []
+
+
+def test_no_handoff_when_started_on_a_running_system(machine, monkeypatch):
+    # dpkg starts the unit when the package is installed: that is no boot.
+    monkeypatch.setattr(system, "booting", lambda: False)
+    machine.config("HANDOFF=true\n")
+    assert cli.main(["boot", "--root", str(machine)]) == 0
     assert machine.fake_run.calls == []
 
 

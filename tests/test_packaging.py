@@ -126,6 +126,7 @@ def test_dh_package_installs_every_file_where_it_belongs(debs):
         "/usr/lib/systemd/system-shutdown/kexec-auto": "-rwxr-xr-x",
         "/usr/bin/kexec-auto": "-rwxr-xr-x",
         "/lib/systemd/system/kexec-auto-load.service": "-rw-r--r--",
+        "/lib/systemd/system/kexec-auto-bless.service": "-rw-r--r--",
         "/usr/share/kexec-auto/templates/default-kexec.j2": "-rw-r--r--",
         "/usr/share/man/man8/kexec-auto.8.gz": "-rw-r--r--",
         "/usr/lib/python3/dist-packages/kexec_auto/cli.py": "-rw-r--r--",
@@ -148,7 +149,9 @@ def test_hooks_under_etc_are_conffiles_and_nothing_else(debs, tmp_path):
 def test_unit_is_enabled_and_started_by_the_maintainer_scripts(debs, tmp_path):
     postinst = control_files(debs["dh"], tmp_path / "DEBIAN")["postinst"].decode()
     assert "deb-systemd-helper enable 'kexec-auto-load.service'" in postinst
-    assert "deb-systemd-invoke $_dh_action 'kexec-auto-load.service'" in postinst
+    assert "deb-systemd-helper enable 'kexec-auto-bless.service'" in postinst
+    assert re.search(r"deb-systemd-invoke \$_dh_action [^\n]*'kexec-auto-load.service'", postinst)
+    assert re.search(r"deb-systemd-invoke \$_dh_action [^\n]*'kexec-auto-bless.service'", postinst)
     # The answers are written and /etc/default/kexec updated before the unit
     # is started (its ExecStart publishes the selected kernel).
     assert postinst.index("ka update") < postinst.index("deb-systemd-invoke")
@@ -193,9 +196,9 @@ def test_lintian_pedantic_has_no_errors_or_warnings(debs):
 
 def test_man_page_documents_every_command_and_exit_status():
     page = (DEBIAN / "kexec-auto.8").read_text()
-    for command in ("list", "status", "update", "load", "arm", "set", "get"):
+    for command in ("list", "status", "update", "load", "arm", "boot", "bless", "forget", "set", "get"):
         assert re.search(rf"^\.(B|BR|BI) {command}\b", page, re.M), command
-    for key in ("ENABLED", "FLAVOUR", "PIN", "EXCLUDE", "CMDLINE", "EXTRA_CMDLINE", "REQUIRE_INITRD"):
+    for key in ("ENABLED", "FLAVOUR", "PIN", "EXCLUDE", "CMDLINE", "EXTRA_CMDLINE", "REQUIRE_INITRD", "HANDOFF"):
         assert f"{key}=" in page, key
     for status in "0123":
         assert f".B {status}\n" in page
@@ -214,12 +217,25 @@ def test_unit_orders_the_shutdown_load_as_the_contract_says():
         "ConditionVirtualization=!container",
         "Type=oneshot",
         "RemainAfterExit=yes",
-        "ExecStart=/usr/bin/kexec-auto arm",
+        "ExecStart=/usr/bin/kexec-auto boot",
         "ExecStop=/usr/bin/kexec-auto load --at-shutdown",
         "WantedBy=multi-user.target",
     ):
         assert line in lines, line
     assert "debian/kexec-auto-load.service lib/systemd/system" in (DEBIAN / "kexec-auto.install").read_text()
+
+
+def test_bless_unit_runs_after_boot_complete():
+    unit = (DEBIAN / "kexec-auto-bless.service").read_text()
+    lines = {line for line in unit.splitlines() if not line.startswith("#")}
+    for line in (
+        "After=boot-complete.target multi-user.target kexec-auto-load.service",
+        "Requires=boot-complete.target",
+        "ExecStart=/usr/bin/kexec-auto bless",
+        "WantedBy=multi-user.target",
+    ):
+        assert line in lines, line
+    assert "debian/kexec-auto-bless.service lib/systemd/system" in (DEBIAN / "kexec-auto.install").read_text()
 
 
 def test_templates_pot_is_up_to_date(tmp_path):

@@ -232,8 +232,8 @@ def boot(root: str, log: Log = stderr_log) -> int:
     if HANDOFF_OFF in system.current_cmdline_words(root):
         log(f"hand-off to {kernel.release} skipped: {HANDOFF_OFF} is on the kernel command line")
         return 0
-    if system.confinement(root):
-        return 0
+    if system.confinement(root) or not system.booting():
+        return 0  # never kexec a running system because its package was installed
     log(f"handing off from {running} to {kernel.release} through kexec")
     if load(root, log=log) != 0:
         return 1

@@ -209,6 +209,16 @@ def run(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
 
 
+def booting() -> bool:
+    """Whether systemd is still bringing the system up (not, say, starting
+    a unit because a package was just installed)."""
+    systemctl = shutil.which("systemctl", path=SBIN_PATH)
+    if not systemctl:
+        return False
+    state = run([systemctl, "is-system-running"]).stdout.strip()
+    return state in ("initializing", "starting")
+
+
 def queued_jobs() -> list[str]:
     """Units with a queued job (systemctl list-jobs), e.g. 'reboot.target'."""
     systemctl = shutil.which("systemctl", path=SBIN_PATH)
