@@ -482,6 +482,20 @@ def test_preseeded_reconfigure_changes_the_file(box):
 
 
 @needs_root
+def test_handoff_question_is_preseedable_and_read_back(box):
+    assert box.postinst().returncode == 0
+    assert box.setting("HANDOFF") == "false"
+    box.preseed("handoff boolean true")
+    assert box.postinst(reconfigure=True).returncode == 0
+    assert box.setting("HANDOFF") == "true"
+    # A hand edit back to false shows in debconf after the next configure.
+    conf = box.read("/etc/default/kexec-auto").replace("HANDOFF=true", "HANDOFF=false")
+    box.write("/etc/default/kexec-auto", conf)
+    assert box.postinst("0.1.0").returncode == 0
+    assert (box.setting("HANDOFF"), box.answer("handoff")) == ("false", "false")
+
+
+@needs_root
 def test_purge_removes_everything_and_the_kexec_file_kexec_auto_created(box):
     box.stub("/usr/bin/dpkg-query", "echo installed")  # kexec-tools stays installed
     assert box.postinst().returncode == 0
