@@ -1,0 +1,254 @@
+"""Driving a test guest: stage scripts inside, qemu and the serial log outside.
+
+Inside the image, ka-stage.service (Type=simple, so that it never holds up the
+boot it waits for) runs /usr/local/sbin/ka-stage on every boot.  ka-stage waits
+for multi-user.target, prints `KA-BOOT seq=N uname=... ` on /dev/ttyS0, bumps
+the counter in /var/lib/ka-test/next and sources stage N, which prints
+`KA-RESULT seq=N key=value` lines and ends with an action (`ka_do reboot`,
+`ka_do systemctl kexec`, ...) announced as `KA-ACTION seq=N cmd=...`.
+When no stage N is left it prints KA-END and powers off.
+
+Outside, qemu runs with -no-reboot: a kexec reboot never resets the machine,
+so qemu keeps running; a firmware reboot makes qemu exit.  That exit is the
+unambiguous sign of a firmware reboot, and the runner then starts qemu again
+on the same disk (with the same fixed provider -kernel, like a cloud
+provider's firmware would) so the chain of stages goes on.  Every boot is
+recorded with the number of the qemu process it happened in.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+APPEND = "root=/dev/vda rw console=ttyS0 panic=5"
+
+RUNNER = r"""#!/bin/sh
+# kexec-auto VM test driver: run the next stage, report on the serial console.
+exec </dev/null >/dev/ttyS0 2>&1
+dir=/var/lib/ka-test
+i=0
+until [ "$(systemctl is-active multi-user.target)" = active ]; do
+    i=$((i + 1)); [ "$i" -gt 1500 ] && break
+    sleep 0.2
+done
+n=$(cat "$dir/next" 2>/dev/null || echo 0)
+. /usr/local/lib/ka-lib.sh
+echo
+echo "KA-BOOT seq=$n uname=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime) state=$(systemctl is-system-running)"
+if [ ! -f "$dir/stages/$n" ]; then
+    echo "KA-END seq=$n"
+    sync
+    systemctl poweroff
+    exit 0
+fi
+echo $((n + 1)) > "$dir/next"
+sync
+. "$dir/stages/$n"
+"""
+
+LIB = r"""# helpers for stage scripts (sourced by ka-stage, $n is the stage number)
+ka_result() {  # ka_result KEY VALUE...: one line, spaces kept, newlines flattened
+    k=$1; shift
+    printf 'KA-RESULT seq=%s %s=%s\n' "$n" "$k" "$(printf '%s' "$*" | tr '\n' '|')"
+}
+ka_file() {  # ka_file KEY PATH: content of a file, or ABSENT
+    if [ -e "$2" ] || [ -L "$2" ]; then ka_result "$1" "$(cat "$2" 2>&1)"; else ka_result "$1" ABSENT; fi
+}
+ka_run() {  # ka_run KEY CMD...: output and exit status of a command
+    key=$1; shift
+    out=$("$@" 2>&1); rc=$?
+    ka_result "$key.rc" "$rc"
+    ka_result "$key.out" "$out"
+}
+ka_do() {  # ka_do CMD...: the action that ends this boot
+    printf 'KA-ACTION seq=%s cmd=%s\n' "$n" "$*"
+    sync
+    "$@"
+    rc=$?
+    printf 'KA-ACTION-RETURNED seq=%s rc=%s\n' "$n" "$rc"
+}
+"""
+
+UNIT = """[Unit]
+Description=kexec-auto VM test stage runner
+
+[Service]
+Type=simple
+ExecStart=/usr/local/sbin/ka-stage
+StandardInput=null
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def install_driver(tree: Path, stages: Sequence[str]) -> None:
+    """Put the stage runner and the stage scripts (one per boot) into tree."""
+    (tree / "usr/local/sbin").mkdir(parents=True, exist_ok=True)
+    (tree / "usr/local/lib").mkdir(parents=True, exist_ok=True)
+    runner = tree / "usr/local/sbin/ka-stage"
+    runner.write_text(RUNNER)
+    runner.chmod(0o755)
+    (tree / "usr/local/lib/ka-lib.sh").write_text(LIB)
+    (tree / "etc/systemd/system/ka-stage.service").write_text(UNIT)
+    wants = tree / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "ka-stage.service"
+    link.unlink(missing_ok=True)
+    link.symlink_to("/etc/systemd/system/ka-stage.service")
+    state = tree / "var/lib/ka-test"
+    (state / "stages").mkdir(parents=True, exist_ok=True)
+    (state / "next").write_text("0\n")
+    for number, script in enumerate(stages):
+        (state / "stages" / str(number)).write_text(script)
+
+
+@dataclass
+class Boot:
+    """One boot of the guest as seen on the serial console."""
+    seq: int
+    uname: str
+    qemu_run: int          # which qemu process (0, 1, ...) this boot happened in
+    seen_at: float         # host monotonic time the KA-BOOT line appeared
+    uptime: float          # guest kernel uptime at that moment
+    results: dict[str, str] = field(default_factory=dict)
+    action: str | None = None
+    action_at: float | None = None
+
+
+@dataclass
+class Chain:
+    """What a run of the stage chain produced."""
+    log: Path
+    boots: list[Boot] = field(default_factory=list)
+    ended: bool = False
+    qemu_runs: int = 0
+    qemu_started: list[float] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def boot(self, seq: int) -> Boot:
+        for boot in self.boots:
+            if boot.seq == seq:
+                return boot
+        raise AssertionError(f"stage {seq} never booted (chain error: {self.error}); "
+                             f"boots seen: {[(b.seq, b.uname, b.qemu_run) for b in self.boots]}")
+
+
+LINE = re.compile(r"(KA-[A-Z-]+) seq=(\d+)(?: (.*))?$")
+
+
+def qemu_command(disk: Path, kernel: Path, initrd: Path, log: Path,
+                 append: str = APPEND, memory: int = 1536) -> list[str]:
+    return [
+        "qemu-system-x86_64", "-accel", "tcg", "-m", str(memory), "-smp", "1",
+        "-display", "none", "-monitor", "none", "-no-reboot",
+        "-chardev", f"file,id=ser0,path={log},append=on", "-serial", "chardev:ser0",
+        "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
+        "-drive", f"file={disk},format=raw,if=virtio",
+        "-nic", "none",
+    ]
+
+
+def run_chain(disk: Path, kernel: Path, initrd: Path, log: Path, *,
+              boot_timeout: float = 240, total_timeout: float = 1200,
+              max_qemu_runs: int = 6, append: str = APPEND) -> Chain:
+    """Boot disk until the guest's stages are all done (KA-END and power off).
+
+    Never raises for guest behaviour: timeouts and surprises land in
+    Chain.error, with the whole serial log in `log`.  Every qemu started here
+    is killed before returning.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    chain = Chain(log)
+    start = time.monotonic()
+    offset = 0
+    pending = ""
+    current: Boot | None = None
+    last_event = start
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        while True:
+            if proc is None:
+                if chain.qemu_runs >= max_qemu_runs:
+                    chain.error = f"qemu exited {chain.qemu_runs} times without KA-END"
+                    break
+                with open(log, "a") as out:
+                    out.write(f"\n=== host: qemu run {chain.qemu_runs} starts "
+                              f"(-kernel {kernel.name}) ===\n")
+                cmd = qemu_command(disk, kernel, initrd, log, append)
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                chain.qemu_runs += 1
+                chain.qemu_started.append(time.monotonic())
+                last_event = time.monotonic()
+            exited = proc.poll() is not None
+            with open(log, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+            offset += len(data)
+            pending += data.decode("utf-8", "replace")
+            *lines, pending = pending.split("\n")
+            now = time.monotonic()
+            for raw in lines:
+                line = raw.strip("\r")
+                match = LINE.search(line)
+                if not match:
+                    continue
+                kind, seq, rest = match.group(1), int(match.group(2)), match.group(3) or ""
+                last_event = now
+                if kind == "KA-BOOT":
+                    fields = dict(part.split("=", 1) for part in rest.split() if "=" in part)
+                    current = Boot(seq, fields.get("uname", "?"), chain.qemu_runs - 1, now,
+                                   float(fields.get("uptime", "nan")))
+                    chain.boots.append(current)
+                elif kind == "KA-RESULT" and current is not None and "=" in rest:
+                    key, value = rest.split("=", 1)
+                    current.results[key] = value
+                elif kind == "KA-ACTION" and current is not None:
+                    current.action = rest.removeprefix("cmd=")
+                    current.action_at = now
+                elif kind == "KA-ACTION-RETURNED" and current is not None:
+                    rc = rest.removeprefix("rc=")
+                    current.results["action.rc"] = rc
+                    if rc != "0":
+                        chain.error = f"stage {seq}: action {current.action!r} failed with status {rc}"
+                elif kind == "KA-END":
+                    chain.ended = True
+            if exited:
+                err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+                with open(log, "a") as out:
+                    out.write(f"\n=== host: qemu run {chain.qemu_runs - 1} exited "
+                              f"with status {proc.returncode} {err.strip()} ===\n")
+                proc = None
+                if chain.ended:
+                    break
+                continue
+            if chain.error:
+                break
+            if now - start > total_timeout:
+                chain.error = f"chain took longer than {total_timeout}s"
+                break
+            if now - last_event > boot_timeout:
+                chain.error = (f"no progress on the serial console for {boot_timeout}s "
+                               f"after stage {current.seq if current else None}")
+                break
+            time.sleep(0.1)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+            with open(log, "a") as out:
+                out.write(f"\n=== host: qemu run {chain.qemu_runs - 1} killed ===\n")
+    chain.seconds = time.monotonic() - start
+    return chain
+
+
+def sh_quote(value: str) -> str:
+    return shlex.quote(value)

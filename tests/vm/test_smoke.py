@@ -1,0 +1,46 @@
+"""The harness and the mechanism, with no kexec-auto in the guest.
+
+Boot 0 runs the provider kernel (qemu's fixed -kernel), loads the newer
+kernel installed at build time by hand (`kexec -l`) and runs `systemctl kexec`;
+boot 1 must be the newer kernel in the same qemu process.  Boot 1 then does a
+plain `systemctl reboot` with kexec-tools configured as Debian leaves it: that
+is a firmware reboot back to the provider kernel (the problem kexec-auto
+solves), seen as qemu exiting under -no-reboot and being started again.
+"""
+import pytest
+
+from .scenarios import step
+
+pytestmark = pytest.mark.vm
+SCENARIO = "smoke"
+
+
+def test_provider_kernel_boots(vm_runs, suite):
+    built, chain = vm_runs.get(suite, SCENARIO)
+    with step(chain, suite, "smoke-provider-boot"):
+        boot = chain.boot(0)
+        assert boot.uname == built.base.provider
+        assert boot.qemu_run == 0
+
+
+def test_manual_kexec_lands_in_newer_kernel_without_firmware_reset(vm_runs, suite):
+    built, chain = vm_runs.get(suite, SCENARIO)
+    with step(chain, suite, "smoke-manual-kexec"):
+        first = chain.boot(0)
+        assert first.results.get("kexec_load.rc") == "0", first.results
+        assert first.results.get("kexec_loaded") == "1", first.results
+        assert first.action == "systemctl kexec"
+        after = chain.boot(1)
+        assert after.uname == built.base.newest
+        assert after.qemu_run == first.qemu_run, "qemu restarted: that was a firmware reboot"
+
+
+def test_plain_reboot_without_kexec_auto_is_a_firmware_reboot(vm_runs, suite):
+    built, chain = vm_runs.get(suite, SCENARIO)
+    with step(chain, suite, "smoke-plain-reboot"):
+        before = chain.boot(1)
+        assert before.action == "systemctl reboot"
+        after = chain.boot(2)
+        assert after.uname == built.base.provider
+        assert after.qemu_run == before.qemu_run + 1, "qemu kept running: no firmware reboot"
+        assert chain.ended and chain.error is None, chain.error
