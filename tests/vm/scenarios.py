@@ -1,0 +1,223 @@
+"""The VM scenarios: how each disk is prepared and what the guest does per boot.
+
+A scenario is an image recipe (chroot work done natively at build time) plus a
+list of stage scripts, one per boot, that chain reboots inside one qemu
+process wherever kexec keeps it alive.  Stage N runs on boot N; what boot N+1
+reports (uname, which qemu process) is the outcome of stage N's action.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from . import guest, image, package
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SUITES = ("bookworm", "trixie")
+
+
+@dataclass(frozen=True)
+class Built:
+    suite: str
+    scenario: str
+    disk: Path
+    base: image.BaseTree
+    build_seconds: float
+    notes: dict[str, str]
+
+
+def _build(suite: str, scenario: str,
+           prepare: Callable[[image.Chroot, image.BaseTree], dict[str, str] | None],
+           stages: Callable[[image.BaseTree], Sequence[str]]) -> Built:
+    start = time.monotonic()
+    base = image.base_tree(suite)
+    work = base.path.parent / f"work-{scenario}"
+    disk = base.path.parent / f"{scenario}.img"
+    with image.locked(base.path.parent / f"work-{scenario}.lock"):
+        image.copy_tree(base.path, work)
+        try:
+            chroot = image.Chroot(work, base.archives)
+            with chroot.mounted():
+                notes = prepare(chroot, base) or {}
+            image.configure_guest(work)
+            guest.install_driver(work, stages(base))
+            image.make_disk(work, disk)
+        finally:
+            image.run(["rm", "-rf", "--one-file-system", work], check=False)
+    return Built(suite, scenario, disk, base, time.monotonic() - start, notes)
+
+
+def boot_chain(built: Built, **kwargs: object) -> guest.Chain:
+    log = built.disk.parent / f"{built.scenario}.serial.log"
+    return guest.run_chain(built.disk, built.base.kernel, built.base.initrd, log, **kwargs)  # type: ignore[arg-type]
+
+
+def keep_log(chain: guest.Chain, suite: str, step: str) -> Path:
+    """Copy the serial log of a failed step under ./test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    dest = ARTIFACTS / f"{suite}-{step}.serial.log"
+    shutil.copy2(chain.log, dest)
+    return dest
+
+
+@contextlib.contextmanager
+def step(chain: guest.Chain, suite: str, name: str) -> Iterator[None]:
+    """Keep the serial log under test-artifacts/ when the assertions inside fail."""
+    try:
+        yield
+    except BaseException as exc:
+        path = keep_log(chain, suite, name)
+        exc.args = (f"{exc.args[0] if exc.args else exc}\n(serial log kept: {path})", *exc.args[1:])
+        raise
+
+
+# --------------------------------------------------------------------------
+# smoke: no kexec-auto at all; proves the harness and the kexec mechanism
+
+def _prepare_smoke(chroot: image.Chroot, base: image.BaseTree) -> None:
+    chroot.apt_install(f"linux-image-{base.newest}")
+
+
+def _smoke_stages(base: image.BaseTree) -> list[str]:
+    new = base.newest
+    return [
+        # boot 0: provider kernel; load the newer kernel by hand and kexec into it
+        f"""ka_run kexec_load kexec -l /boot/vmlinuz-{new} --initrd=/boot/initrd.img-{new} --reuse-cmdline
+ka_file kexec_loaded /sys/kernel/kexec_loaded
+ka_do systemctl kexec
+""",
+        # boot 1: the newer kernel; a firmware reboot must come back to the provider kernel
+        """ka_do systemctl reboot
+""",
+    ]
+
+
+def build_smoke(suite: str) -> Built:
+    return _build(suite, "smoke", _prepare_smoke, _smoke_stages)
+
+
+# --------------------------------------------------------------------------
+# kexec-auto installed from a local apt repository
+
+REPO_INSIDE = "/srv/ka-repo"
+KEXEC_BEFORE = "/var/lib/ka-test/kexec.before"
+
+
+def _add_repo(chroot: image.Chroot) -> None:
+    """Put the .deb in a flat repository inside the tree and preinstall its
+    dependencies from the archive (the guest has no network)."""
+    deb = package.build_deb()
+    image.local_repo(chroot.root / REPO_INSIDE.lstrip("/"), [deb])
+    (chroot.root / "etc/apt/sources.list.d/ka-repo.list").write_text(
+        f"deb [trusted=yes] file:{REPO_INSIDE} ./\n")
+    depends = image.run(["dpkg-deb", "-f", deb, "Depends"]).stdout
+    names = [d.split("(")[0].strip() for d in depends.replace("|", ",").split(",")]
+    chroot.sh("apt-get update -q")
+    chroot.apt_install(*[n for n in names if n])
+    chroot.sh(f"cp -p /etc/default/kexec {KEXEC_BEFORE} 2>/dev/null || true; mkdir -p /var/lib/ka-test")
+
+
+def _kexec_file(chroot: image.Chroot) -> str:
+    return chroot.sh("cat /etc/default/kexec")
+
+
+def _prepare_main(chroot: image.Chroot, base: image.BaseTree) -> dict[str, str]:
+    (chroot.root / "var/lib/ka-test").mkdir(parents=True, exist_ok=True)
+    _add_repo(chroot)
+    notes = {"install": chroot.apt_install("kexec-auto")}
+    notes["kexec_before_kernels"] = _kexec_file(chroot)
+    chroot.apt_install(f"linux-image-{base.newest}")
+    notes["kexec_after_newest"] = _kexec_file(chroot)
+    chroot.apt_install(f"linux-image-{base.older}")
+    notes["kexec_after_older"] = _kexec_file(chroot)
+    notes["vmlinuz_link"] = chroot.sh("readlink /vmlinuz || true").strip()
+    return notes
+
+
+#: Everything of kexec-auto that must be gone after a purge (prints the survivors).
+TRACES = r"""ka_traces() {
+    for p in /etc/default/kexec-auto /var/lib/kexec-auto /usr/bin/kexec-auto \
+        /usr/lib/systemd/system-shutdown/kexec-auto /lib/systemd/system-shutdown/kexec-auto \
+        /etc/kernel/postinst.d/kexec-auto /etc/kernel/postrm.d/kexec-auto \
+        /etc/initramfs/post-update.d/kexec-auto /usr/share/kexec-auto \
+        /lib/systemd/system/kexec-auto-load.service /usr/lib/systemd/system/kexec-auto-load.service \
+        /run/kexec-auto /run/boot-loader-entries/loader/entries/kexec-auto.conf \
+        /run/boot-loader-entries/kexec-auto; do
+        { [ -e "$p" ] || [ -L "$p" ]; } && echo "$p"
+    done
+    find / -xdev \( -path /srv/ka-repo -o -path /var/lib/ka-test -o -path /proc \) -prune \
+        -o -name '*kexec-auto*' -print 2>/dev/null
+    find /run -name '*kexec-auto*' 2>/dev/null
+    debconf-show kexec-auto 2>/dev/null
+    dpkg-query -W -f '${db:Status-Abbrev}\n' kexec-auto 2>/dev/null | grep -v '^un'
+}
+"""
+
+
+def _main_stages(base: image.BaseTree) -> list[str]:
+    preseed = ("echo 'kexec-auto kexec-auto/enable boolean {value}' | debconf-set-selections\n"
+               "ka_run reconfigure dpkg-reconfigure -fnoninteractive kexec-auto\n"
+               "ka_run enabled kexec-auto get ENABLED\n")
+    return [
+        # 0: provider kernel, kexec-auto and the newest then an older kernel installed at build time
+        """ka_file kexec /etc/default/kexec
+ka_run status kexec-auto status
+ka_run unit systemctl is-active kexec-auto-load.service
+ka_do reboot
+""",
+        "ka_do reboot\n",                       # 1: newest; again
+        "ka_do systemctl reboot\n",             # 2
+        "ka_do shutdown -r now\n",              # 3
+        "ka_do systemctl kexec\n",              # 4
+        "ka_do coldreboot\n",                   # 5: one firmware reboot
+        """ka_result flag $(test -e /no-kexec-reboot && echo present || echo absent)
+ka_do reboot
+""",                                            # 6: provider after coldreboot
+        preseed.format(value="false") + "ka_file kexec /etc/default/kexec\nka_do reboot\n",   # 7
+        preseed.format(value="true") + "ka_file kexec /etc/default/kexec\nka_do reboot\n",    # 8
+        f"""ka_run remove apt-get remove -y -q linux-image-{base.newest}
+ka_file kexec /etc/default/kexec
+ka_do reboot
+""",                                            # 9: newest removed
+        TRACES + f"""ka_run purge apt-get purge -y -q kexec-auto
+ka_result traces "$(ka_traces)"
+ka_run kexec_restored cmp /etc/default/kexec {KEXEC_BEFORE}
+ka_do reboot
+""",                                            # 10: purged
+        TRACES + """ka_result traces "$(ka_traces)"
+""",                                            # 11: provider again; traces after a reboot
+    ]
+
+
+def build_main(suite: str) -> Built:
+    return _build(suite, "main", _prepare_main, _main_stages)
+
+
+# --------------------------------------------------------------------------
+# fresh: apt install kexec-auto on the running guest, then reboot at once
+
+def _prepare_fresh(chroot: image.Chroot, base: image.BaseTree) -> dict[str, str]:
+    (chroot.root / "var/lib/ka-test").mkdir(parents=True, exist_ok=True)
+    chroot.apt_install(f"linux-image-{base.newest}")
+    _add_repo(chroot)
+    return {}
+
+
+def _fresh_stages(base: image.BaseTree) -> list[str]:
+    return [
+        """start=$(date +%s)
+ka_run install apt-get install -y -q kexec-auto
+ka_result install_seconds $(( $(date +%s) - start ))
+ka_file kexec /etc/default/kexec
+ka_run unit systemctl is-active kexec-auto-load.service
+ka_do reboot
+""",
+    ]
+
+
+def build_fresh(suite: str) -> Built:
+    return _build(suite, "fresh", _prepare_fresh, _fresh_stages)
