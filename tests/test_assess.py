@@ -155,9 +155,13 @@ def test_corrupt_state_is_reported_set_aside_and_rebuilt(machine, capsys):
     machine.write(app.BOOT_STATE, "{ not json")
     assert cli.main(["update", "--root", r]) == 0
     assert "boot-state.json is corrupt" in capsys.readouterr().err
-    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
-    assert boot_state(machine).trying == NEW
+    assert cli.main(["bless", "--root", r]) == 0  # any change of state rebuilds the file
+    assert boot_state(machine).mark_of(PROVIDER) == "good"
     assert machine.read(app.BOOT_STATE + ".corrupt") == "{ not json"
+    machine.write(app.BOOT_STATE, "[]")
+    assert cli.main(["forget", "6.1.0-1-amd64", "--root", r]) == 0  # even one that changes nothing
+    assert boot_state(machine) == assess.BootState()
+    assert machine.read(app.BOOT_STATE + ".corrupt") == "[]"
 
 
 def test_handoff_at_boot(machine, capsys):

@@ -78,6 +78,17 @@ def write_boot_state(root: str, state: assess.BootState) -> None:
     files.write_atomic(path, assess.dump_state(state))
 
 
+def change_boot_state(
+    root: str, change: Callable[[assess.BootState], tuple[assess.BootState, list[str]]]
+) -> list[str]:
+    """Apply ``change`` to the stored boot state; returns its events."""
+    state, corrupt = read_boot_state(root)
+    new, events = change(state)
+    if new != state or corrupt:
+        write_boot_state(root, new)
+    return events
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """Everything kexec-auto decided, before anything is written."""
@@ -212,14 +223,10 @@ def boot(root: str, log: Log = stderr_log) -> int:
     """Early in every boot (kexec-auto-load.service's start): judge the
     kernel that was being tried, publish the selection for ``systemctl
     kexec``, and hand off to the selected kernel when HANDOFF=true."""
-    state, _ = read_boot_state(root)
     running = system.running_release(root)
-    state, events = assess.assess_boot(state, running, now())
-    if events:
-        for event in events:
-            log(f"warning: {event}; it will not be selected again until its package is "
-                "reinstalled or 'kexec-auto forget' is run")
-        write_boot_state(root, state)
+    for event in change_boot_state(root, lambda state: assess.assess_boot(state, running, now())):
+        log(f"warning: {event}; it will not be selected again until its package is "
+            "reinstalled or 'kexec-auto forget' is run")
     plan = make_plan(root)
     if plan.config.enabled:
         # Keep /etc/default/kexec in step with marks and with kernels that
@@ -237,7 +244,7 @@ def boot(root: str, log: Log = stderr_log) -> int:
     log(f"handing off from {running} to {kernel.release} through kexec")
     if load(root, log=log) != 0:
         return 1
-    write_boot_state(root, assess.start_trial(read_boot_state(root)[0], kernel.release, now()))
+    change_boot_state(root, lambda state: (assess.start_trial(state, kernel.release, now()), []))
     result = system.run(["systemctl", "--no-block", "kexec"])
     if result.returncode != 0:
         log(f"error: systemctl kexec failed: {result.stderr.strip()}")
@@ -248,23 +255,16 @@ def boot(root: str, log: Log = stderr_log) -> int:
 def bless(root: str, log: Log = stderr_log) -> int:
     """The system reached a healthy state (kexec-auto-bless.service, after
     boot-complete.target): the running kernel is good."""
-    state, _ = read_boot_state(root)
-    state, events = assess.bless(state, system.running_release(root), now())
-    if events:
-        write_boot_state(root, state)
-        for event in events:
-            log(event)
+    running = system.running_release(root)
+    for event in change_boot_state(root, lambda state: assess.bless(state, running, now())):
+        log(event)
     return 0
 
 
 def forget(root: str, release: str, why: str = "kexec-auto forget", log: Log = stderr_log) -> int:
     """Clear what is known of ``release`` so that it can be selected again."""
-    state, _ = read_boot_state(root)
-    state, events = assess.forget(state, release, now(), why)
-    if events:
-        write_boot_state(root, state)
-        for event in events:
-            log(event)
+    for event in change_boot_state(root, lambda state: assess.forget(state, release, now(), why)):
+        log(event)
     return 0
 
 
@@ -341,7 +341,7 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(values["KERNEL_IMAGE"] + "\n", encoding="utf-8")
         release = Path(values["KERNEL_IMAGE"]).name.removeprefix("vmlinuz-")
-        write_boot_state(root, assess.start_trial(read_boot_state(root)[0], release, now()))
+        change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
     log(f"loaded {values['KERNEL_IMAGE']} for the next reboot")
     return 0
 
