@@ -1,0 +1,1 @@
+"""Integration tests of the kexec-auto package in debootstrap'd Debian trees."""

@@ -1,0 +1,72 @@
+"""Fixtures of the chroot tests: the built .deb, its apt repository, Debian trees.
+
+Environment:
+  KEXEC_AUTO_TEST_CACHE  where trees and downloaded packages are cached
+                         (default /var/cache/kexec-auto-tests)
+  KEXEC_AUTO_TEST_DEB    an already built kexec-auto .deb to test instead of
+                         building one from this checkout
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from . import debian_tree
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+SUITES = ("bookworm", "trixie")
+REPO_INSIDE = "/srv/kexec-auto-test-repo"
+
+
+@pytest.fixture(scope="session")
+def as_root() -> None:
+    # Fail, not skip: a skipped integration test reads as green in CI.
+    if os.geteuid() != 0:
+        pytest.fail("the chroot tests need root (debootstrap, mount, chroot)")
+
+
+@pytest.fixture(scope="session")
+def kexec_auto_deb(as_root: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The kexec-auto .deb under test: built from this checkout, or $KEXEC_AUTO_TEST_DEB."""
+    given = os.environ.get("KEXEC_AUTO_TEST_DEB")
+    if given:
+        if not Path(given).is_file():
+            pytest.fail(f"KEXEC_AUTO_TEST_DEB={given} is not a file")
+        return Path(given)
+    start = time.monotonic()
+    deb = debian_tree.build_deb(CHECKOUT, tmp_path_factory.mktemp("deb-build"))
+    print(f"built {deb.name} in {time.monotonic() - start:.0f} s")
+    return deb
+
+
+@pytest.fixture(scope="session")
+def kexec_auto_repo(kexec_auto_deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A flat apt repository holding only the kexec-auto .deb."""
+    return debian_tree.local_repo([kexec_auto_deb], tmp_path_factory.mktemp("repo"))
+
+
+@pytest.fixture(params=SUITES)
+def suite(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def package_tree(
+    as_root: None, suite: str, kexec_auto_repo: Path, tmp_path: Path
+) -> Iterator[debian_tree.Chroot]:
+    """A mounted throwaway copy of the cached suite tree, apt lists fresh,
+    the kexec-auto repository in its sources, downloads kept in the cache."""
+    start = time.monotonic()
+    tree = debian_tree.cached_tree(suite)
+    print(f"{suite}: tree {tree} ready after {time.monotonic() - start:.0f} s")
+    with debian_tree.throwaway_copy(tree, tmp_path / suite) as root:
+        chroot = debian_tree.Chroot(root)
+        chroot.add_local_repo(kexec_auto_repo, REPO_INSIDE)
+        binds = {debian_tree.apt_archive_cache(suite): "/var/cache/apt/archives"}
+        with chroot.mounted(binds):
+            chroot.run("apt-get update -q", timeout=600)
+            yield chroot
