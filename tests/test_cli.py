@@ -118,7 +118,7 @@ def test_list_text_and_json(two_kernels, capsys):
     assert run_cli(two_kernels, "list") == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "running kernel: 6.1.0-50-cloud-amd64"
-    assert out[-1] == f"selected: {NEW} (newest cloud-amd64 kernel (the running flavour))"
+    assert out[-1] == f"selected: {NEW} (newest kernel of the running flavour, cloud-amd64)"
     assert any(line.startswith(f"* {NEW}") for line in out)
     assert any("6.1.0-57-rt-amd64" in line and "not selectable: flavour rt-amd64, not cloud-amd64" in line for line in out)
     assert any("dpkg-bak" in line and "stray file" in line for line in out)

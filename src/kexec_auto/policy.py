@@ -6,7 +6,7 @@
 ...                   "/boot/initrd.img-6.12.117+deb12-cloud-amd64")]
 >>> selection = select_kernel(kernels, Config(), running="6.1.0-50-cloud-amd64")
 >>> selection.kernel.release, selection.reason
-('6.12.117+deb12-cloud-amd64', 'newest cloud-amd64 kernel (the running flavour)')
+('6.12.117+deb12-cloud-amd64', 'newest kernel of the running flavour, cloud-amd64')
 """
 
 from __future__ import annotations
@@ -94,13 +94,13 @@ def select_kernel(
     running_flavour = split_flavour(running)[1]
     wanted = running_flavour if config.flavour in ("running", "any") else config.flavour
     if config.flavour == "any":
-        pool, scope = eligible, "newest kernel of any flavour (FLAVOUR=any)"
+        pool, scope = eligible, "newest kernel of any flavour, as FLAVOUR=any asks"
     else:
         pool = [k for k in eligible if k.flavour == wanted]
         scope = (
-            f"newest {wanted} kernel (the running flavour)"
+            f"newest kernel of the running flavour, {wanted}"
             if config.flavour == "running"
-            else f"newest {wanted} kernel (FLAVOUR={wanted})"
+            else f"newest kernel of flavour {wanted}, as FLAVOUR={wanted} asks"
         )
         for kernel in eligible:
             if kernel.flavour != wanted:
@@ -109,7 +109,7 @@ def select_kernel(
             warnings.append(
                 f"no selectable {wanted} kernel is installed; using the newest kernel of any flavour"
             )
-            pool, scope = eligible, f"newest kernel of any flavour (no {wanted} kernel installed)"
+            pool, scope = eligible, f"newest kernel of any flavour, since no {wanted} kernel is installed"
             for kernel in eligible:
                 why_not[kernel.release] = ""
 
@@ -118,7 +118,7 @@ def select_kernel(
     if config.pin:
         pinned = next((k for k in ordered if k.release == config.pin), None)
         if pinned is not None and not _why_not_eligible(pinned, config, bad):
-            chosen, reason = pinned, f"pinned (PIN={config.pin})"
+            chosen, reason = pinned, f"pinned by PIN={config.pin}"
             why_not[pinned.release] = ""
         else:
             problem = "is not installed" if pinned is None else f"cannot be used: {why_not[config.pin]}"
