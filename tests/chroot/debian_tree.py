@@ -22,6 +22,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -85,32 +86,34 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run cmd with a timeout; raise CommandFailed (with its output) on failure.
 
-    stdout_path sends standard output to a file instead of capturing it.
+    On timeout the whole process group is killed: apt, dpkg and the
+    maintainer scripts below a chroot must not outlive the test and keep its
+    mounts busy.  stdout_path sends standard output to a file.
     """
     cmd = [str(c) for c in cmd]
+    out = open(stdout_path, "w") if stdout_path is not None else None
     try:
-        if stdout_path is not None:
-            with open(stdout_path, "w") as out:
-                proc = subprocess.run(
-                    cmd, stdout=out, stderr=subprocess.PIPE, text=True, timeout=timeout,
-                    env=None if env is None else dict(env), cwd=cwd, input=input,
-                    stdin=None if input is not None else subprocess.DEVNULL,
-                )
-            proc.stdout = f"(written to {stdout_path})"
-        else:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout,
-                env=None if env is None else dict(env), cwd=cwd, input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
-            )
-    except subprocess.TimeoutExpired as exc:
-        raise CommandFailed(
-            f"timed out after {timeout} s\n"
-            + describe(cmd, "killed", _text(exc.stdout), _text(exc.stderr))
-        ) from None
+        proc = subprocess.Popen(
+            cmd, stdout=out or subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            env=None if env is None else dict(env), cwd=cwd, start_new_session=True,
+        )
+        try:
+            stdout, stderr = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            raise CommandFailed(
+                f"timed out after {timeout} s\n" + describe(cmd, "killed", _text(stdout), _text(stderr))
+            ) from None
+    finally:
+        if out is not None:
+            out.close()
+    if out is not None:
+        stdout = f"(written to {stdout_path})"
     if check and proc.returncode != 0:
-        raise CommandFailed(describe(cmd, proc.returncode, proc.stdout, proc.stderr))
-    return proc
+        raise CommandFailed(describe(cmd, proc.returncode, stdout, stderr))
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 # ---------------------------------------------------------------------------
@@ -197,8 +200,9 @@ def cached_tree(
                 deb.unlink()
             scratch.rename(final)
         except BaseException:
-            _assert_nothing_mounted_under(scratch)
-            shutil.rmtree(scratch, ignore_errors=True)
+            for point in mounts_under(scratch):  # a failed debootstrap may leave /proc mounted
+                unmount(point)
+            remove_tree(scratch)
             raise
     return final
 

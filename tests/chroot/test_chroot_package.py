@@ -262,6 +262,7 @@ def test_kexec_auto_package_lifecycle(package_tree: Chroot, suite: str) -> None:
     for dep in ("kexec-auto", "kexec-tools", "python3-debian", "python3-jinja2", "debconf"):
         assert package_status(chroot, dep) == "ii", f"{dep} not installed:\n{out}"
     installed_files = set(chroot.run(["dpkg", "-L", "kexec-auto"]).stdout.split()) - {"/."}
+    print(f"{suite}: /etc/default/kexec after install:\n{default_kexec.read_text()}")
     assert_selects(chroot, new, "after apt-get install kexec-auto")
     assert HAND_EDIT.strip() not in default_kexec.read_text(), "the hand-edited file was not taken over"
 
@@ -280,6 +281,16 @@ def test_kexec_auto_package_lifecycle(package_tree: Chroot, suite: str) -> None:
     install_kernel(chroot, new)
     steps.done(f"install {new} again")
     plain = assert_selects(chroot, new, f"after installing {new} over {old}")
+
+    # --- kexec-tools' postinst edits /etc/default/kexec with sed on every
+    # configure (each upgrade of kexec-tools); the selection must survive it
+    chroot.run(["dpkg-reconfigure", "-fnoninteractive", "kexec-tools"])
+    assert_selects(chroot, new, "after kexec-tools' postinst ran again")
+    chroot.run(["kexec-auto", "update"])
+    print(f"{suite}: after dpkg-reconfigure kexec-tools and kexec-auto update:\n"
+          f"{default_kexec.read_text()}\n"
+          + chroot.run("ls -l /etc/default/kexec*").stdout)
+    assert_selects(chroot, new, "after kexec-tools' postinst ran again and kexec-auto update")
 
     # --- dpkg-reconfigure with preseeded answers
     extra = "quiet kexec_auto_test=1"
@@ -312,6 +323,7 @@ def test_kexec_auto_package_lifecycle(package_tree: Chroot, suite: str) -> None:
     assert package_status(chroot, "kexec-auto") == "rc", "kexec-auto should be removed, not purged"
     assert chroot.path("/etc/kernel/postinst.d/kexec-auto").exists(), "conffile hook should be left behind"
     after_remove = default_kexec.read_text()
+    print(f"{suite}: /etc/default/kexec after apt-get remove kexec-auto:\n{after_remove}")
     for action, out in (("remove", remove_kernel(chroot, old)), ("install", install_kernel(chroot, old))):
         assert not re.search("kexec[-_]auto|Traceback", out), (
             f"a left-over hook spoke during kernel {action}:\n{out}")
