@@ -18,7 +18,6 @@ from . import guest, scenarios
 # longest chains first: they decide how long the session takes
 BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
     "main": (3, scenarios.build_main),
-    "fresh": (2, scenarios.build_fresh),
     "smoke": (1, scenarios.build_smoke),
 }
 

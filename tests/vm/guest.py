@@ -226,8 +226,12 @@ def run_chain(disk: Path, kernel: Path, initrd: Path, log: Path, *,
                 with open(log, "a") as out:
                     out.write(f"\n=== host: qemu run {chain.qemu_runs - 1} exited "
                               f"with status {proc.returncode} {err.strip()} ===\n")
-                proc = None
+                status, proc = proc.returncode, None
                 if chain.ended:
+                    break
+                if status != 0:
+                    # a guest reset under -no-reboot exits with 0; anything else is qemu failing
+                    chain.error = f"qemu failed with status {status}: {err.strip()}"
                     break
                 continue
             if chain.error:

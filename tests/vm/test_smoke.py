@@ -1,11 +1,16 @@
-"""The harness and the mechanism, with no kexec-auto in the guest.
+"""The harness and the mechanism, then kexec-auto installed on a running guest.
 
-Boot 0 runs the provider kernel (qemu's fixed -kernel), loads the newer
-kernel installed at build time by hand (`kexec -l`) and runs `systemctl kexec`;
-boot 1 must be the newer kernel in the same qemu process.  Boot 1 then does a
-plain `systemctl reboot` with kexec-tools configured as Debian leaves it: that
-is a firmware reboot back to the provider kernel (the problem kexec-auto
-solves), seen as qemu exiting under -no-reboot and being started again.
+Boots 0-1 have no kexec-auto.  Boot 0 runs the provider kernel (qemu's fixed
+-kernel), loads the newer kernel installed at build time by hand
+(`kexec -l`) and runs `systemctl kexec`; boot 1 must be the newer kernel in
+the same qemu process.  Boot 1 then does a plain `systemctl reboot` with
+kexec-tools configured as Debian leaves it: a firmware reboot back to the
+provider kernel (the problem kexec-auto solves), seen as qemu exiting under
+-no-reboot and being started again.
+
+Boot 2 is issue 4's step 1 on a running system: `apt install kexec-auto` from
+a local repository, then `reboot` at once, which must already be a kexec
+into the newest kernel (the package starts its unit on install).
 """
 import pytest
 
@@ -43,4 +48,18 @@ def test_plain_reboot_without_kexec_auto_is_a_firmware_reboot(vm_runs, suite):
         after = chain.boot(2)
         assert after.uname == built.base.provider
         assert after.qemu_run == before.qemu_run + 1, "qemu kept running: no firmware reboot"
+
+
+def test_step1_apt_install_on_the_running_guest_then_reboot_lands_in_newest(vm_runs, suite):
+    built, chain = vm_runs.get(suite, SCENARIO)
+    with step(chain, suite, "step1-apt-install"):
+        installed = chain.boot(2)
+        assert installed.results.get("install.rc") == "0", installed.results
+        kexec = installed.results.get("kexec", "").replace("'", "")
+        assert f"KERNEL_IMAGE=/boot/vmlinuz-{built.base.newest}" in kexec, installed.results
+        assert installed.results.get("unit.out") == "active", installed.results
+        assert installed.action == "reboot"
+        after = chain.boot(3)
+        assert after.uname == built.base.newest
+        assert after.qemu_run == installed.qemu_run, "qemu restarted: the reboot was a firmware reboot"
         assert chain.ended and chain.error is None, chain.error
