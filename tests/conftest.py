@@ -28,6 +28,8 @@ class FakeRoot:
         self.write("/proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-cloud-amd64 root=/dev/vda ro console=ttyS0\n")
         self.write("/sys/kernel/kexec_loaded", "0\n")
         (path / "etc/default").mkdir(parents=True)
+        # bookworm's kexec-tools, which still reads LOAD_KEXEC.
+        self.write("/etc/init.d/kexec-load", "#!/bin/sh\n", 0o755)
 
     def __str__(self) -> str:
         return str(self.path)

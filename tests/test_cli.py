@@ -38,6 +38,18 @@ def test_update_writes_default_kexec_that_sh_reads(two_kernels, capsys):
     assert two_kernels.exists("/var/lib/kexec-auto/kexec.orig-absent")
 
 
+def test_trixie_kexec_tools_gets_no_load_kexec_line(two_kernels, capsys):
+    two_kernels.file("/etc/init.d/kexec-load").unlink()
+    assert run_cli(two_kernels, "update") == 0
+    text = two_kernels.read("/etc/default/kexec")
+    assert "LOAD_KEXEC" not in text
+    assert two_kernels.sourced()["KERNEL_IMAGE"] == f"/boot/vmlinuz-{NEW}"
+    # What trixie's kexec-tools postinst does to the file on every configure
+    # (sed deleting LOAD_KEXEC lines) is then no change at all: no edit copy.
+    assert run_cli(two_kernels, "update") == 0
+    assert not two_kernels.exists("/etc/default/kexec.kexec-auto-old")
+
+
 def test_update_keeps_kexec_tools_original(two_kernels, capsys):
     original = 'LOAD_KEXEC=false\nKERNEL_IMAGE="/vmlinuz"\nINITRD="/initrd.img"\n'
     two_kernels.write("/etc/default/kexec", original)
@@ -138,7 +150,7 @@ def test_status_exit_code_says_whether_next_reboot_boots_selected(two_kernels, c
     assert run_cli(two_kernels, "status") == cli.EXIT_NOT_KEXEC
     assert "does not exist" in capsys.readouterr().out
     run_cli(two_kernels, "update")
-    two_kernels.write("/usr/lib/systemd/system-shutdown/kexec-auto", "#!/bin/sh\n", 0o755)
+    two_kernels.write("/lib/systemd/system-shutdown/kexec-auto", "#!/bin/sh\n", 0o755)
     two_kernels.write("/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service", "")
     two_kernels.write("/usr/sbin/kexec", "", 0o755)
     capsys.readouterr()
@@ -204,6 +216,27 @@ def test_load_runs_kexec_with_the_file_values(on_machine, monkeypatch, capsys):
     assert not on_machine.exists("/run/kexec-auto/loaded")
 
 
+def test_load_without_load_kexec_line_on_trixie(on_machine, monkeypatch):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    on_machine.file("/etc/init.d/kexec-load").unlink()
+    run_cli(on_machine, "update")
+    assert "LOAD_KEXEC" not in on_machine.read("/etc/default/kexec")
+    assert run_cli(on_machine, "load") == 0
+    assert fake.calls[0][:3] == ["/sbin/kexec", "-l", f"/boot/vmlinuz-{NEW}"]
+
+
+def test_load_refuses_load_kexec_false(on_machine, monkeypatch, capsys):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    on_machine.remove_kernel(NEW)
+    on_machine.remove_kernel(OLD)
+    run_cli(on_machine, "update")
+    assert run_cli(on_machine, "load") == 1
+    assert fake.calls == []
+    assert "does not name a kernel to load (LOAD_KEXEC='false')" in capsys.readouterr().err
+
+
 def test_load_uses_kexec_file_load_under_lockdown(on_machine, monkeypatch):
     fake = FakeRun()
     monkeypatch.setattr(system, "run", fake)
@@ -226,7 +259,8 @@ def test_load_without_kexec_is_clear_error(on_machine, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("where, words", [("container", "inside a container"), ("chroot", "inside a chroot"),
-                                          ("root", "from another root directory")])
+                                          ("root", "from another root directory"),
+                                          ("unknown", "where systemd-detect-virt cannot tell")])
 def test_load_refuses_when_confined(two_kernels, monkeypatch, capsys, where, words):
     fake = FakeRun()
     monkeypatch.setattr(system, "run", fake)

@@ -34,6 +34,14 @@ def test_layout_matches_what_kexec_tools_reads():
     ]
 
 
+def test_without_load_kexec_for_trixie_kexec_tools():
+    text = render_default_kexec("6.1.0-56-amd64", "/boot/vmlinuz-x", "/boot/initrd.img-x", "a", "r",
+                                with_load_kexec=False)
+    assignments = [line for line in text.splitlines() if not line.startswith("#")]
+    assert [line.split("=")[0] for line in assignments] == ["KERNEL_IMAGE", "INITRD", "APPEND", "USE_GRUB_CONFIG"]
+    assert "LOAD_KEXEC" not in text
+
+
 def test_no_kernel_means_load_kexec_false():
     text = render_default_kexec(None, "", "", "", "no selectable kernel")
     assert "LOAD_KEXEC=false" in text.splitlines()

@@ -101,3 +101,24 @@ Version: 5.2.15-2+b8
     assert packages["6.12.117+deb12-amd64"] == ("linux-image-6.12.117+deb12-amd64-unsigned", "6.12.117-1~deb12u1")
     assert "6.1.0-50-cloud-amd64" not in packages
     assert system.kernel_packages("/nonexistent-root") == {}
+
+
+def test_confinement_from_systemd_detect_virt(monkeypatch):
+    import subprocess
+
+    answers = {}
+
+    def fake_run(argv):
+        code, err = answers[argv[-1]]
+        return subprocess.CompletedProcess(argv, code, "", err)
+
+    monkeypatch.setattr(system, "run", fake_run)
+    monkeypatch.setattr(system.shutil, "which", lambda name, path=None: f"/usr/bin/{name}")
+    answers.update({"--container": (0, ""), "--chroot": (1, "")})
+    assert system.confinement("/") == "container"
+    answers.update({"--container": (1, ""), "--chroot": (0, "")})
+    assert system.confinement("/") == "chroot"
+    answers.update({"--container": (1, ""), "--chroot": (1, "")})
+    assert system.confinement("/") == ""
+    answers.update({"--chroot": (1, "Failed to check for chroot() environment: Permission denied\n")})
+    assert system.confinement("/") == "unknown"

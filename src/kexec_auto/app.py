@@ -23,7 +23,7 @@ from .render import render_default_kexec
 DEFAULT_KEXEC = "/etc/default/kexec"
 NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
 LOADED_MARKER = "/run/kexec-auto/loaded"
-SHUTDOWN_HOOK = "/usr/lib/systemd/system-shutdown/kexec-auto"
+SHUTDOWN_HOOK = "/lib/systemd/system-shutdown/kexec-auto"
 LOAD_UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service"
 ENTRIES_DIR = "/run/boot-loader-entries"
 BOOT_STATE = "/var/lib/kexec-auto/boot-state.json"
@@ -100,6 +100,7 @@ class Plan:
     append: str
     cmdline_source: str
     boot_state: assess.BootState = assess.BootState()
+    with_load_kexec: bool = True
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -108,9 +109,10 @@ class Plan:
     def render(self) -> str:
         kernel = self.selection.kernel
         if kernel is None:
-            return render_default_kexec(None, "", "", "", self.selection.reason)
+            return render_default_kexec(None, "", "", "", self.selection.reason, self.with_load_kexec)
         return render_default_kexec(
-            kernel.release, kernel.image, kernel.initrd or "", self.append, self.selection.reason
+            kernel.release, kernel.image, kernel.initrd or "", self.append, self.selection.reason,
+            self.with_load_kexec,
         )
 
 
@@ -126,7 +128,10 @@ def make_plan(root: str) -> Plan:
     if config.cmdline:
         source = f"CMDLINE in {CONFIG_PATH}"
     append = build_cmdline(config.cmdline, current, config.extra_cmdline)
-    return Plan(config, tuple(warnings + state_warnings), running, selection, append, source, boot_state)
+    return Plan(
+        config, tuple(warnings + state_warnings), running, selection, append, source, boot_state,
+        system.kexec_tools_reads_load_kexec(root),
+    )
 
 
 def describe(selection: Selection) -> str:
@@ -316,14 +321,17 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
     else:
         where = system.confinement(root)
         if where:
-            what = {"root": "from another root directory"}.get(where, f"inside a {where}")
+            what = {
+                "root": "from another root directory",
+                "unknown": "where systemd-detect-virt cannot tell whether this is a chroot",
+            }.get(where, f"inside a {where}")
             log(f"error: refusing to load a kernel {what}: it would replace the host's next boot")
             return 1
     values = system.source_default_kexec(root)
     if values is None:
         log(f"error: {DEFAULT_KEXEC} does not exist; run 'kexec-auto update' first")
         return 1
-    if values["LOAD_KEXEC"] != "true" or not values["KERNEL_IMAGE"]:
+    if values["LOAD_KEXEC"] == "false" or not values["KERNEL_IMAGE"]:
         log(f"error: {DEFAULT_KEXEC} does not name a kernel to load (LOAD_KEXEC={values['LOAD_KEXEC']!r})")
         return 1
     kexec = system.kexec_binary()
@@ -404,8 +412,8 @@ def reboot_blockers(root: str, plan: Plan, values: Optional[dict[str, str]]) -> 
     blockers = []
     if values is None:
         blockers.append(f"{DEFAULT_KEXEC} does not exist (run 'kexec-auto update')")
-    elif (values["LOAD_KEXEC"], values["KERNEL_IMAGE"], values["INITRD"]) != (
-        "true", kernel.image, kernel.initrd or ""
+    elif values["LOAD_KEXEC"] == "false" or (values["KERNEL_IMAGE"], values["INITRD"]) != (
+        kernel.image, kernel.initrd or ""
     ):
         blockers.append(f"{DEFAULT_KEXEC} does not name the selected kernel (run 'kexec-auto update')")
     if system.at(root, NO_KEXEC_REBOOT).exists():

@@ -55,10 +55,14 @@ def render_default_kexec(
     initrd: str,
     append: str,
     reason: str,
+    with_load_kexec: bool = True,
 ) -> str:
     """The text of /etc/default/kexec for the selected kernel.
 
-    With ``release`` None (no kernel to boot) LOAD_KEXEC is false.
+    With ``release`` None (no kernel to boot) LOAD_KEXEC is false.  Without
+    ``with_load_kexec`` there is no LOAD_KEXEC line at all: kexec-tools 2.0.27
+    and later (trixie) dropped it and delete it from the file on every
+    configure, which would look like a hand edit.
     """
     import jinja2  # deferred: only rendering needs it
 
@@ -74,7 +78,7 @@ def render_default_kexec(
     return env.get_template(TEMPLATE).render(
         release=release or "none",
         reason=reason.replace("\n", " "),
-        load_kexec="true" if release else "false",
+        load_kexec=("true" if release else "false") if with_load_kexec else "",
         kernel_image=shell_quote(image, "KERNEL_IMAGE"),
         initrd=shell_quote(initrd, "INITRD"),
         append=shell_quote(append, "APPEND"),

@@ -150,16 +150,19 @@ def lockdown_mode(root: str) -> Optional[str]:
 
 
 def confinement(root: str) -> str:
-    """'container', 'chroot', 'root' (a --root other than /) or '' when
-    kexec-auto runs on the machine it would reboot."""
+    """'container', 'chroot', 'root' (a --root other than /), 'unknown'
+    (the check itself failed) or '' when kexec-auto runs on the machine it
+    would reboot."""
     if Path(root).resolve() != Path("/"):
         return "root"
     detect = shutil.which("systemd-detect-virt", path=SBIN_PATH)
     if detect:
         for kind in ("container", "chroot"):
-            result = subprocess.run([detect, "--quiet", f"--{kind}"], check=False)
+            result = run([detect, "--quiet", f"--{kind}"])
             if result.returncode == 0:
                 return kind
+            if result.stderr.strip():  # e.g. /proc/1/root unreadable: cannot tell
+                return "unknown"
         return ""
     if os.path.exists("/run/systemd/container") or os.path.exists("/.dockerenv"):
         return "container"
@@ -198,6 +201,12 @@ def source_default_kexec(root: str) -> Optional[dict[str, str]]:
         raise OSError(f"{path}: sh cannot source it: {message[-1] if message else 'error'}")
     values = result.stdout.decode(errors="replace").split("\0")[: len(DEFAULT_KEXEC_VARS)]
     return dict(zip(DEFAULT_KEXEC_VARS, values))
+
+
+def kexec_tools_reads_load_kexec(root: str) -> bool:
+    """Whether the installed kexec-tools still has its LOAD_KEXEC setting
+    (its kexec-load init script, bookworm and older)."""
+    return at(root, "/etc/init.d/kexec-load").exists()
 
 
 def kexec_binary() -> Optional[str]:
