@@ -573,19 +573,42 @@ MIRROR = os.environ.get("KEXEC_AUTO_TEST_MIRROR", "http://deb.debian.org/debian"
 
 
 @pytest.mark.chroot
-def test_piuparts_install_and_purge_leave_bookworm_clean(debs, tmp_path):
+def test_piuparts_install_upgrade_and_purge_leave_bookworm_clean(debs, tmp_path):
     """piuparts installs the .deb in a minimal bookworm (dependencies from the
-    archive), removes and purges it, and fails on any file left behind or
-    any maintainer script error. The base tarball is cached."""
+    archive), removes and purges it; then installs a previous build with apt
+    from a local repository, upgrades it to this one, and purges. It fails on
+    any file left behind or any maintainer script error. The base tarball is
+    cached."""
     if not is_root or shutil.which("piuparts") is None:
         pytest.skip("needs root and piuparts")
+    # The previous build: this source with a lower version, so that the
+    # upgrade runs every maintainer script with an older version installed.
+    previous_src = copy_tree(tmp_path / "previous" / "src")
+    changelog = previous_src / "debian/changelog"
+    first, rest = changelog.read_text().split("\n", 1)
+    version = re.search(r"\((.*?)\)", first).group(1)
+    changelog.write_text(first.replace(f"({version})", f"({version}~prev)") + "\n" + rest)
+    result = run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=previous_src, env=CLEAN_ENV)
+    assert result.returncode == 0, build_log_tail(result)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for deb in (tmp_path / "previous").glob("kexec-auto_*~prev_all.deb"):
+        shutil.copy2(deb, repo)
+    packages = run(["apt-ftparchive", "packages", "."], cwd=repo, env=CLEAN_ENV, check=True).stdout
+    assert f"Version: {version}~prev" in packages
+    (repo / "Packages").write_text(packages)
+
     CACHE.mkdir(parents=True, exist_ok=True)
     base = CACHE / "piuparts-bookworm.tgz"
     where = ["-b", str(base)] if base.exists() else ["--save", str(base)]
     result = run(
-        ["piuparts", "-d", "bookworm", "-m", MIRROR, "--no-upgrade-test", *where, str(debs["dh"])],
-        env=CLEAN_ENV, cwd=tmp_path, timeout=1200,
+        ["piuparts", "-d", "bookworm", "-m", MIRROR, *where,
+         f"--extra-repo=deb [trusted=yes] file://{repo} ./", f"--bindmount={repo}", str(debs["dh"])],
+        env=CLEAN_ENV, cwd=tmp_path, timeout=1500,
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0 and "PASS: All tests." in log, "\n".join(log.splitlines()[-60:])
     assert "Setting up kexec-auto" in log
+    # The upgrade test really ran: the previous build first, then this one.
+    assert f"Setting up kexec-auto ({version}~prev)" in log
+    assert f"Unpacking kexec-auto ({version}) over ({version}~prev)" in log
