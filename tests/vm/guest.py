@@ -49,6 +49,12 @@ fi
 echo $((n + 1)) > "$dir/next"
 sync
 . "$dir/stages/$n"
+# the last stage may end without an action: then the chain is over
+if [ -z "$ka_acted" ] && [ ! -f "$dir/stages/$((n + 1))" ]; then
+    echo "KA-END seq=$((n + 1))"
+    sync
+    systemctl poweroff
+fi
 """
 
 LIB = r"""# helpers for stage scripts (sourced by ka-stage, $n is the stage number)
@@ -66,6 +72,7 @@ ka_run() {  # ka_run KEY CMD...: output and exit status of a command
     ka_result "$key.out" "$out"
 }
 ka_do() {  # ka_do CMD...: the action that ends this boot
+    ka_acted=1
     printf 'KA-ACTION seq=%s cmd=%s\n' "$n" "$*"
     sync
     "$@"
