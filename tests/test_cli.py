@@ -102,7 +102,7 @@ def test_removing_last_kernel_leaves_load_kexec_false(two_kernels, capsys):
     two_kernels.remove_kernel(OLD)
     assert run_cli(two_kernels, "update") == 0
     assert two_kernels.sourced()["LOAD_KEXEC"] == "false"
-    assert "warning: no selectable kernel; /etc/default/kexec now says LOAD_KEXEC=false" in capsys.readouterr().err
+    assert "warning: no selectable kernel; /etc/default/kexec names none, reboots stay firmware reboots" in capsys.readouterr().err
 
 
 def test_dry_run_prints_diff_and_changes_nothing(two_kernels, capsys):
@@ -330,3 +330,25 @@ def test_help_and_usage_errors(src_env):
     for command in ("list", "status", "update", "load", "arm", "set", "get"):
         result = subprocess.run([sys.executable, "-m", "kexec_auto", command, "--help"], capture_output=True, text=True, env=src_env)
         assert result.returncode == 0 and "--root DIR" in result.stdout, command
+
+
+def test_unchanged_inputs_skip_rendering(two_kernels, monkeypatch, capsys):
+    from kexec_auto import render
+
+    assert run_cli(two_kernels, "update") == 0
+    calls = []
+    real = render.render_default_kexec
+    monkeypatch.setattr(app, "render_default_kexec", lambda *a: calls.append(a) or real(*a))
+    assert run_cli(two_kernels, "update") == 0
+    assert calls == []  # nothing changed: jinja2 not even needed
+    assert "/etc/default/kexec unchanged" in capsys.readouterr().err
+    # Any input changing renders again: a new kernel, a setting, the file itself.
+    two_kernels.add_kernel("6.12.118+deb12-cloud-amd64")
+    run_cli(two_kernels, "update")
+    assert len(calls) == 1
+    two_kernels.config("EXTRA_CMDLINE=quiet\n")
+    run_cli(two_kernels, "update")
+    assert len(calls) == 2 and two_kernels.sourced()["APPEND"].endswith(" quiet")
+    two_kernels.write("/etc/default/kexec", "# emptied by hand\n")
+    run_cli(two_kernels, "update")
+    assert len(calls) == 3 and two_kernels.sourced()["KERNEL_IMAGE"] == "/boot/vmlinuz-6.12.118+deb12-cloud-amd64"

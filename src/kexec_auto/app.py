@@ -8,7 +8,6 @@ thin system layer (system, files).  Messages go to the ``log`` callable
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from . import assess, files, system
 from .cmdline import build_cmdline
 from .config import CONFIG_PATH, KEYS, Config, ConfigError, parse_config, set_values
 from .policy import Selection, select_kernel
-from .render import render_default_kexec
+from .render import render_default_kexec, render_key
 
 DEFAULT_KEXEC = "/etc/default/kexec"
 NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
@@ -106,14 +105,18 @@ class Plan:
     def problems(self) -> tuple[str, ...]:
         return self.config_warnings + self.selection.warnings
 
-    def render(self) -> str:
+    def _render_args(self) -> tuple:
         kernel = self.selection.kernel
         if kernel is None:
-            return render_default_kexec(None, "", "", "", self.selection.reason, self.with_load_kexec)
-        return render_default_kexec(
-            kernel.release, kernel.image, kernel.initrd or "", self.append, self.selection.reason,
-            self.with_load_kexec,
-        )
+            return (None, "", "", "", self.selection.reason, self.with_load_kexec)
+        return (kernel.release, kernel.image, kernel.initrd or "", self.append, self.selection.reason,
+                self.with_load_kexec)
+
+    def render(self) -> str:
+        return render_default_kexec(*self._render_args())
+
+    def render_key(self) -> str:
+        return render_key(*self._render_args())
 
 
 def make_plan(root: str) -> Plan:
@@ -140,9 +143,11 @@ def describe(selection: Selection) -> str:
     return f"selected {selection.kernel.release} ({selection.reason})"
 
 
-def update(root: str, dry_run: bool = False, quiet: bool = False, log: Log = stderr_log) -> int:
+def update(
+    root: str, dry_run: bool = False, quiet: bool = False, log: Log = stderr_log, plan: Optional[Plan] = None
+) -> int:
     """Regenerate /etc/default/kexec.  Returns the exit status."""
-    plan = make_plan(root)
+    plan = plan or make_plan(root)
     if not plan.config.enabled:
         log(f"disabled (ENABLED=false in {CONFIG_PATH}); {DEFAULT_KEXEC} not changed")
         return 0
@@ -150,9 +155,11 @@ def update(root: str, dry_run: bool = False, quiet: bool = False, log: Log = std
         log(f"warning: {message}")
     for message in plan.selection.errors:
         log(f"error: {message}")
-    content = plan.render()
     target = system.at(root, DEFAULT_KEXEC)
     if dry_run:
+        import difflib
+
+        content = plan.render()
         current = files.read_text(target) or ""
         sys.stdout.writelines(
             difflib.unified_diff(
@@ -160,8 +167,13 @@ def update(root: str, dry_run: bool = False, quiet: bool = False, log: Log = std
             )
         )
         return 1 if plan.selection.errors else 0
-    target.parent.mkdir(parents=True, exist_ok=True)
-    result = files.replace_managed(target, content, system.at(root, files.STATE_DIR))
+    state_dir = system.at(root, files.STATE_DIR)
+    key = plan.render_key()
+    if files.unchanged_since(target, state_dir, key):
+        result = files.WriteResult(changed=False)  # rendering would give what is there
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result = files.replace_managed(target, plan.render(), state_dir, key)
     if result.kept_original:
         log(f"kept the original {DEFAULT_KEXEC} as {unroot(root, result.kept_original)}")
     if result.kept_edit:
@@ -170,7 +182,7 @@ def update(root: str, dry_run: bool = False, quiet: bool = False, log: Log = std
             f"{unroot(root, result.kept_edit)} (change settings in {CONFIG_PATH} instead)"
         )
     if plan.selection.kernel is None:
-        log(f"warning: no selectable kernel; {DEFAULT_KEXEC} now says LOAD_KEXEC=false")
+        log(f"warning: no selectable kernel; {DEFAULT_KEXEC} names none, reboots stay firmware reboots")
     elif result.changed or not quiet:
         state = "updated" if result.changed else "unchanged"
         log(f"{DEFAULT_KEXEC} {state}: {describe(plan.selection)}")
@@ -236,7 +248,7 @@ def boot(root: str, log: Log = stderr_log) -> int:
     if plan.config.enabled:
         # Keep /etc/default/kexec in step with marks and with kernels that
         # changed without a hook (the hand-off below loads from it).
-        update(root, quiet=True, log=log)
+        update(root, quiet=True, log=log, plan=plan)
     arm(root, plan)
     kernel = plan.selection.kernel
     if not (plan.config.enabled and plan.config.handoff) or kernel is None or kernel.release == running:
@@ -293,6 +305,8 @@ def arm(root: str, plan: Optional[Plan] = None, log: Log = stderr_log) -> int:
         lines.append("initrd /kexec-auto/initrd.img")
         pairs.append(("initrd.img", kernel.initrd))
     for name, target in pairs:
+        if (links / name).is_symlink() and os.readlink(links / name) == target:
+            continue
         tmp = links / f".{name}.tmp"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(target)
@@ -300,7 +314,9 @@ def arm(root: str, plan: Optional[Plan] = None, log: Log = stderr_log) -> int:
     if not kernel.initrd:
         (links / "initrd.img").unlink(missing_ok=True)
     lines.append(f"options {plan.append}")
-    files.write_atomic(entries / "loader/entries/kexec-auto.conf", "\n".join(lines) + "\n")
+    entry, text = entries / "loader/entries/kexec-auto.conf", "\n".join(lines) + "\n"
+    if files.read_text(entry) != text:
+        files.write_atomic(entry, text)
     return 0
 
 

@@ -21,6 +21,7 @@ STATE_DIR = "/var/lib/kexec-auto"
 ORIG_SUFFIX = ".orig"  # the file as it was before kexec-auto took it over
 ABSENT_SUFFIX = ".orig-absent"  # there was no file before kexec-auto
 WRITTEN_SUFFIX = ".written"  # what kexec-auto last wrote
+KEY_SUFFIX = ".written-key"  # digest of what that content was rendered from
 OLD_SUFFIX = ".kexec-auto-old"
 
 
@@ -79,8 +80,26 @@ class WriteResult:
     kept_edit: Optional[Path] = None  # hand edit saved here
 
 
-def replace_managed(path: Path, content: str, state_dir: Path) -> WriteResult:
-    """Make ``path`` hold ``content``, keeping what must not be lost."""
+def unchanged_since(path: Path, state_dir: Path, key: str) -> bool:
+    """Whether ``path`` still holds what kexec-auto last wrote, rendered from
+    inputs with digest ``key``: then rendering again would change nothing."""
+    if read_text(state_dir / f"{path.name}{KEY_SUFFIX}") != key:
+        return False
+    written = read_text(state_dir / f"{path.name}{WRITTEN_SUFFIX}")
+    return written is not None and read_text(path) == written
+
+
+def replace_managed(path: Path, content: str, state_dir: Path, key: str = "") -> WriteResult:
+    """Make ``path`` hold ``content``, keeping what must not be lost.
+    ``key`` identifies the inputs ``content`` was rendered from."""
+    result = _replace_managed(path, content, state_dir)
+    key_file = state_dir / f"{path.name}{KEY_SUFFIX}"
+    if key and read_text(key_file) != key:
+        write_atomic(key_file, key)
+    return result
+
+
+def _replace_managed(path: Path, content: str, state_dir: Path) -> WriteResult:
     current = read_text(path)
     written = state_dir / f"{path.name}{WRITTEN_SUFFIX}"
     last = read_text(written)

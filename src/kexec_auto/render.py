@@ -49,6 +49,22 @@ def template_dirs() -> list[Path]:
     ]
 
 
+def template_text() -> str:
+    dirs = template_dirs()
+    if not dirs:
+        raise RenderError(f"template {TEMPLATE} not found")
+    return (dirs[0] / TEMPLATE).read_text(encoding="utf-8")
+
+
+def render_key(*inputs: object) -> str:
+    """A digest of everything a rendering depends on, template included,
+    so that an unchanged file can be recognised without importing jinja2."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([inputs, template_text()]).encode()).hexdigest()
+
+
 def render_default_kexec(
     release: Optional[str],
     image: str,
@@ -66,16 +82,8 @@ def render_default_kexec(
     """
     import jinja2  # deferred: only rendering needs it
 
-    dirs = template_dirs()
-    if not dirs:
-        raise RenderError(f"template {TEMPLATE} not found")
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(dirs[0]),
-        autoescape=False,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    return env.get_template(TEMPLATE).render(
+    env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(template_text()).render(
         release=release or "none",
         reason=reason.replace("\n", " "),
         load_kexec=("true" if release else "false") if with_load_kexec else "",
