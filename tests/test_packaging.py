@@ -27,16 +27,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from debbuild import DEBIAN_ENV as CLEAN_ENV
+from debbuild import build, copy_tree, session_build
+
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN = REPO / "debian"
-# A Debian PATH: the build must not pick up a python3 from pyenv or a venv.
-CLEAN_ENV = {
-    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    "LC_ALL": "C.UTF-8",
-    "HOME": os.environ.get("HOME", "/root"),
-    # The unit tests ran already in this session; the build only packages.
-    "DEB_BUILD_OPTIONS": "nocheck",
-}
 HOOKS = (
     "/etc/kernel/postinst.d/kexec-auto",
     "/etc/kernel/postrm.d/kexec-auto",
@@ -49,24 +44,6 @@ CHANGELOGS = {"/usr/share/doc/kexec-auto/changelog.gz", "/usr/share/doc/kexec-au
 
 is_root = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not is_root, reason="needs root for a private mount namespace")
-
-
-def tree_files() -> list[str]:
-    """The files of the working tree that git would commit (tracked and new)."""
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, check=True, capture_output=True,
-    ).stdout.decode()
-    return sorted(name for name in set(out.split("\0")) if name and (REPO / name).is_file())
-
-
-def copy_tree(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in tree_files():
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, target)
-    return dest
 
 
 def run(argv, **kwargs) -> subprocess.CompletedProcess:
@@ -86,11 +63,7 @@ def debs(tmp_path_factory) -> dict[str, Path]:
         pytest.skip("dpkg-dev and python3-stdeb are needed to build the package")
     base = tmp_path_factory.mktemp("build")
 
-    dh_src = copy_tree(base / "dh" / "src")
-    result = run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=dh_src, env=CLEAN_ENV)
-    assert result.returncode == 0, build_log_tail(result)
-    (dh_deb,) = (base / "dh").glob("kexec-auto_*_all.deb")
-    (changes,) = (base / "dh").glob("kexec-auto_*.changes")
+    dh = session_build()
 
     stdeb_src = copy_tree(base / "stdeb" / "src")
     result = run(
@@ -99,7 +72,7 @@ def debs(tmp_path_factory) -> dict[str, Path]:
     )
     assert result.returncode == 0, build_log_tail(result)
     (stdeb_deb,) = (stdeb_src / "deb_dist").glob("kexec-auto_*_all.deb")
-    return {"dh": dh_deb, "stdeb": stdeb_deb, "changes": changes}
+    return {"dh": dh["deb"], "stdeb": stdeb_deb, "changes": dh["changes"]}
 
 
 def contents(deb: Path) -> dict[str, str]:
@@ -588,8 +561,7 @@ def test_piuparts_install_upgrade_and_purge_leave_bookworm_clean(debs, tmp_path)
     first, rest = changelog.read_text().split("\n", 1)
     version = re.search(r"\((.*?)\)", first).group(1)
     changelog.write_text(first.replace(f"({version})", f"({version}~prev)") + "\n" + rest)
-    result = run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=previous_src, env=CLEAN_ENV)
-    assert result.returncode == 0, build_log_tail(result)
+    build(previous_src)
     repo = tmp_path / "repo"
     repo.mkdir()
     for deb in (tmp_path / "previous").glob("kexec-auto_*~prev_all.deb"):

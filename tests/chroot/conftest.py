@@ -15,6 +15,8 @@ from typing import Iterator
 
 import pytest
 
+from debbuild import session_build
+
 from . import debian_tree
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -38,7 +40,7 @@ def kexec_auto_deb(as_root: None, tmp_path_factory: pytest.TempPathFactory) -> P
             pytest.fail(f"KEXEC_AUTO_TEST_DEB={given} is not a file")
         return Path(given)
     start = time.monotonic()
-    deb = debian_tree.build_deb(CHECKOUT, tmp_path_factory.mktemp("deb-build"))
+    deb = session_build()["deb"]
     print(f"built {deb.name} in {time.monotonic() - start:.0f} s")
     return deb
 

@@ -12,7 +12,6 @@ The pieces, reusable by the VM tests:
 - throwaway_copy(tree): an overlayfs (or cp -a) copy that tests may wreck;
 - Chroot(root).mounted(): /proc, /sys, /dev, /dev/pts mounted, always unmounted;
 - local_repo(debs, dest) / Chroot.add_local_repo(): a flat apt repository;
-- build_deb(checkout): dpkg-buildpackage in a scratch copy of `git ls-files`.
 """
 from __future__ import annotations
 
@@ -407,37 +406,3 @@ def file_list(root: Path, volatile: Sequence[str] = VOLATILE) -> set[str]:
             if full not in skip:
                 found.add("/" + os.path.relpath(full, root))
     return found
-
-
-# ---------------------------------------------------------------------------
-# building the .deb from a checkout
-
-def build_deb(checkout: Path, scratch: Path, timeout: float = 900) -> Path:
-    """Build kexec-auto's .deb with dpkg-buildpackage in a scratch copy of git ls-files.
-
-    Uncommitted edits of tracked files are included (that is what a developer
-    tests); untracked files are not (that is what a release would miss).
-    """
-    files = run(["git", "ls-files", "-z"], cwd=checkout, timeout=60).stdout.split("\0")
-    if "debian/control" not in files:
-        raise CommandFailed(
-            f"debian/control is not tracked by git in {checkout}: the Debian packaging has "
-            "not landed, so there is no kexec-auto .deb to test"
-        )
-    src = scratch / "kexec-auto"
-    for rel in filter(None, files):
-        if not (checkout / rel).exists() and not (checkout / rel).is_symlink():
-            continue  # deleted in the work tree
-        dest = src / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(checkout / rel, dest, follow_symlinks=False)
-    # Debian's python3 only: a pyenv or virtualenv python3 earlier on PATH
-    # lacks the modules pybuild needs (build, debian, jinja2).
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "PYENV", "VIRTUAL_ENV"))}
-    env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
-    run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, timeout=timeout, env=env)
-    debs = sorted(scratch.glob("kexec-auto_*_all.deb"))
-    if len(debs) != 1:
-        raise CommandFailed(f"dpkg-buildpackage built {debs or 'no kexec-auto .deb'} in {scratch}")
-    return debs[0]
