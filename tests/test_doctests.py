@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["release", "config", "cmdline", "policy", "render", "hook", "app"]
+MODULES = ["release", "config", "cmdline", "policy", "render", "hook", "assess", "reboot"]
 
 
 @pytest.mark.parametrize("name", MODULES)

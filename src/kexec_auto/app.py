@@ -1,8 +1,10 @@
-"""What each kexec-auto action does, from reading the machine to writing.
+"""Selecting a kernel and writing /etc/default/kexec, from reading the
+machine to writing files.
 
 This module glues the pure core (config, policy, cmdline, render) to the
-thin system layer (system, files).  Messages go to the ``log`` callable
-(stderr by default), results are returned, nothing here exits.
+thin system layer (system, files); reboot.py and report.py build on it.
+Messages go to the ``log`` callable (stderr by default), results are
+returned, nothing here exits.
 """
 
 from __future__ import annotations
@@ -20,13 +22,8 @@ from .policy import Selection, select_kernel
 from .render import render_default_kexec, render_key
 
 DEFAULT_KEXEC = "/etc/default/kexec"
-NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
-LOADED_MARKER = "/run/kexec-auto/loaded"
-SHUTDOWN_HOOK = "/lib/systemd/system-shutdown/kexec-auto"
-LOAD_UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service"
 ENTRIES_DIR = "/run/boot-loader-entries"
 BOOT_STATE = "/var/lib/kexec-auto/boot-state.json"
-HANDOFF_OFF = "kexec_auto.handoff=0"  # on the kernel command line: no hand-off
 
 Log = Callable[[str], None]
 
@@ -229,60 +226,8 @@ def get_settings(root: str, keys: list[str]) -> int:
     return 0
 
 
-# -- reboot machinery -----------------------------------------------------
-
-
 def is_armed(root: str) -> bool:
     return system.at(root, f"{ENTRIES_DIR}/loader/entries/kexec-auto.conf").exists()
-
-
-def boot(root: str, log: Log = stderr_log) -> int:
-    """Early in every boot (kexec-auto-load.service's start): judge the
-    kernel that was being tried, publish the selection for ``systemctl
-    kexec``, and hand off to the selected kernel when HANDOFF=true."""
-    running = system.running_release(root)
-    for event in change_boot_state(root, lambda state: assess.assess_boot(state, running, now())):
-        log(f"warning: {event}; it will not be selected again until its package is "
-            "reinstalled or 'kexec-auto forget' is run")
-    plan = make_plan(root)
-    if plan.config.enabled:
-        # Keep /etc/default/kexec in step with marks and with kernels that
-        # changed without a hook (the hand-off below loads from it).
-        update(root, quiet=True, log=log, plan=plan)
-    arm(root, plan)
-    kernel = plan.selection.kernel
-    if not (plan.config.enabled and plan.config.handoff) or kernel is None or kernel.release == running:
-        return 0
-    if HANDOFF_OFF in system.current_cmdline_words(root):
-        log(f"hand-off to {kernel.release} skipped: {HANDOFF_OFF} is on the kernel command line")
-        return 0
-    if system.confinement(root) or not system.booting():
-        return 0  # never kexec a running system because its package was installed
-    log(f"handing off from {running} to {kernel.release} through kexec")
-    if load(root, log=log) != 0:
-        return 1
-    change_boot_state(root, lambda state: (assess.start_trial(state, kernel.release, now()), []))
-    result = system.run(["systemctl", "--no-block", "kexec"])
-    if result.returncode != 0:
-        log(f"error: systemctl kexec failed: {result.stderr.strip()}")
-        return 1
-    return 0
-
-
-def bless(root: str, log: Log = stderr_log) -> int:
-    """The system reached a healthy state (kexec-auto-bless.service, after
-    boot-complete.target): the running kernel is good."""
-    running = system.running_release(root)
-    for event in change_boot_state(root, lambda state: assess.bless(state, running, now())):
-        log(event)
-    return 0
-
-
-def forget(root: str, release: str, why: str = "kexec-auto forget", log: Log = stderr_log) -> int:
-    """Clear what is known of ``release`` so that it can be selected again."""
-    for event in change_boot_state(root, lambda state: assess.forget(state, release, now(), why)):
-        log(event)
-    return 0
 
 
 def arm(root: str, plan: Optional[Plan] = None, log: Log = stderr_log) -> int:
@@ -318,164 +263,3 @@ def arm(root: str, plan: Optional[Plan] = None, log: Log = stderr_log) -> int:
     if files.read_text(entry) != text:
         files.write_atomic(entry, text)
     return 0
-
-
-def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
-    """Load the kernel /etc/default/kexec names into memory with kexec."""
-    if at_shutdown:
-        rebooting = {"reboot.target", "kexec.target"} & set(system.queued_jobs())
-        if not rebooting:
-            return 0
-        flag = system.at(root, NO_KEXEC_REBOOT)
-        if flag.exists():
-            flag.unlink()
-            log("cold reboot requested (coldreboot): not loading a kernel")
-            return 0
-        config, _ = load_config(root)
-        if not config.enabled or system.confinement(root):
-            return 0
-    else:
-        where = system.confinement(root)
-        if where:
-            what = {
-                "root": "from another root directory",
-                "unknown": "where systemd-detect-virt cannot tell whether this is a chroot",
-            }.get(where, f"inside a {where}")
-            log(f"error: refusing to load a kernel {what}: it would replace the host's next boot")
-            return 1
-    values = system.source_default_kexec(root)
-    if values is None:
-        log(f"error: {DEFAULT_KEXEC} does not exist; run 'kexec-auto update' first")
-        return 1
-    if values["LOAD_KEXEC"] == "false" or not values["KERNEL_IMAGE"]:
-        log(f"error: {DEFAULT_KEXEC} does not name a kernel to load (LOAD_KEXEC={values['LOAD_KEXEC']!r})")
-        return 1
-    kexec = system.kexec_binary()
-    if kexec is None:
-        log("error: kexec not found; install the kexec-tools package")
-        return 1
-    argv = kexec_argv(kexec, values, system.lockdown_mode(root), system.current_cmdline(root)[0])
-    result = system.run(argv)
-    if result.returncode != 0:
-        why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        log(f"error: kexec refused to load {values['KERNEL_IMAGE']}: {why}")
-        return 1
-    if at_shutdown:
-        marker = system.at(root, LOADED_MARKER)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(values["KERNEL_IMAGE"] + "\n", encoding="utf-8")
-        release = Path(values["KERNEL_IMAGE"]).name.removeprefix("vmlinuz-")
-        change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
-    log(f"loaded {values['KERNEL_IMAGE']} for the next reboot")
-    return 0
-
-
-def kexec_argv(kexec: str, values: dict[str, str], lockdown: Optional[str], cmdline: str) -> list[str]:
-    """The kexec command line; kexec_file_load (-s) under lockdown, where
-    kexec_load is refused.
-
-    >>> kexec_argv("/sbin/kexec", {"KERNEL_IMAGE": "/boot/vmlinuz-6.1", "INITRD": "/boot/initrd.img-6.1",
-    ...            "APPEND": "root=/dev/vda"}, "integrity", "")
-    ['/sbin/kexec', '-s', '-l', '/boot/vmlinuz-6.1', '--initrd=/boot/initrd.img-6.1', '--append=root=/dev/vda']
-    """
-    argv = [kexec] + (["-s"] if lockdown not in (None, "none") else []) + ["-l", values["KERNEL_IMAGE"]]
-    if values.get("INITRD"):
-        argv.append(f"--initrd={values['INITRD']}")
-    argv.append(f"--append={values.get('APPEND') or cmdline}")
-    return argv
-
-
-# -- reports --------------------------------------------------------------
-
-
-def kernel_list(root: str) -> dict:
-    """Data behind ``kexec-auto list``."""
-    plan = make_plan(root)
-    chosen = plan.selection.kernel
-    packages = system.kernel_packages(root)
-    return {
-        "running": plan.running,
-        "selected": chosen.release if chosen else None,
-        "reason": plan.selection.reason,
-        "warnings": list(plan.problems),
-        "errors": list(plan.selection.errors),
-        "kernels": [
-            {
-                "release": v.kernel.release,
-                "flavour": v.kernel.flavour,
-                "image": v.kernel.image,
-                "initrd": v.kernel.initrd,
-                "package": packages.get(v.kernel.release, (None, None))[0],
-                "package_version": packages.get(v.kernel.release, (None, None))[1],
-                "selectable": v.selectable,
-                "why_not": v.why_not,
-                "selected": v.kernel == chosen,
-                "running": v.kernel.release == plan.running,
-                "boot": plan.boot_state.mark_of(v.kernel.release),
-            }
-            for v in plan.selection.verdicts
-        ],
-    }
-
-
-def reboot_blockers(root: str, plan: Plan, values: Optional[dict[str, str]]) -> list[str]:
-    """Reasons the next reboot will not boot the selected kernel through kexec."""
-    kernel = plan.selection.kernel
-    if not plan.config.enabled:
-        return [f"kexec-auto is disabled (ENABLED=false in {CONFIG_PATH})"]
-    if kernel is None:
-        return ["no selectable kernel is installed"]
-    blockers = []
-    if values is None:
-        blockers.append(f"{DEFAULT_KEXEC} does not exist (run 'kexec-auto update')")
-    elif values["LOAD_KEXEC"] == "false" or (values["KERNEL_IMAGE"], values["INITRD"]) != (
-        kernel.image, kernel.initrd or ""
-    ):
-        blockers.append(f"{DEFAULT_KEXEC} does not name the selected kernel (run 'kexec-auto update')")
-    if system.at(root, NO_KEXEC_REBOOT).exists():
-        blockers.append(f"{NO_KEXEC_REBOOT} exists: the next reboot is a cold one (coldreboot)")
-    if not system.at(root, SHUTDOWN_HOOK).exists() or not system.at(root, LOAD_UNIT_WANTS).exists():
-        blockers.append("kexec-auto's reboot hooks are not installed or not enabled (kexec-auto-load.service)")
-    if not (system.at(root, "/usr/sbin/kexec").exists() or system.at(root, "/sbin/kexec").exists()):
-        blockers.append("kexec is not installed (package kexec-tools)")
-    where = system.confinement(root)
-    if where in ("container", "chroot"):
-        blockers.append(f"running inside a {where}: kexec-auto never loads a kernel there")
-    return blockers
-
-
-def status_report(root: str) -> dict:
-    """Data behind ``kexec-auto status``."""
-    plan = make_plan(root)
-    kernel = plan.selection.kernel
-    target = system.at(root, DEFAULT_KEXEC)
-    try:
-        values = system.source_default_kexec(root)
-        source_error = ""
-    except OSError as error:
-        values, source_error = None, str(error)
-    blockers = reboot_blockers(root, plan, values)
-    if source_error:
-        blockers.insert(0, source_error)
-    return {
-        "running": plan.running,
-        "enabled": plan.config.enabled,
-        "selected": kernel.release if kernel else None,
-        "reason": plan.selection.reason,
-        "command_line": plan.append,
-        "command_line_source": plan.cmdline_source,
-        "default_kexec": values,
-        "default_kexec_hand_edited": files.hand_edited(target, system.at(root, files.STATE_DIR)),
-        "kexec_loaded": system.kexec_loaded(root),
-        "lockdown": system.lockdown_mode(root),
-        "next_reboot": (
-            f"kexec into {kernel.release}" if kernel and not blockers else "firmware reboot"
-        ),
-        "next_reboot_ok": not blockers,
-        "trying": plan.boot_state.trying,
-        "bad_kernels": {r: m.why for r, m in plan.boot_state.bad().items()},
-        "boot_events": list(plan.boot_state.events[-5:]),
-        "blockers": blockers,
-        "warnings": list(plan.problems),
-        "errors": list(plan.selection.errors),
-    }

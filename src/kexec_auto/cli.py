@@ -118,13 +118,13 @@ def _print_status(data: dict) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from . import app
+    from . import app, reboot, report
     from .config import ConfigError
     from .render import RenderError
 
     try:
         if args.command in ("list", "status"):
-            data = app.kernel_list(args.root) if args.command == "list" else app.status_report(args.root)
+            data = report.kernel_list(args.root) if args.command == "list" else report.status_report(args.root)
             if args.json:
                 json.dump(data, sys.stdout, indent=2)
                 print()
@@ -140,15 +140,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "update":
             return app.update(args.root, dry_run=args.dry_run, quiet=args.quiet)
         if args.command == "load":
-            return app.load(args.root, at_shutdown=args.at_shutdown)
+            return reboot.load(args.root, at_shutdown=args.at_shutdown)
         if args.command == "arm":
             return app.arm(args.root)
         if args.command == "boot":
-            return app.boot(args.root)
+            return reboot.boot(args.root)
         if args.command == "bless":
-            return app.bless(args.root)
+            return reboot.bless(args.root)
         if args.command == "forget":
-            return app.forget(args.root, args.release)
+            return reboot.forget(args.root, args.release)
         if args.command == "set":
             return app.set_settings(args.root, args.assignments)
         if args.command == "get":

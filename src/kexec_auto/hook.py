@@ -46,12 +46,12 @@ def run(kind: str, argv: Sequence[str]) -> int:
     try:
         if not should_act(kind, os.environ.get("DEB_MAINT_PARAMS")):
             return 0
-        from . import app
+        from . import app, reboot
 
         root = os.environ.get("KEXEC_AUTO_ROOT", "/")
         if kind == "postinst.d" and argv:
             # A reinstalled or upgraded kernel package deserves a new try.
-            app.forget(root, argv[0], why="its package was installed")
+            reboot.forget(root, argv[0], why="its package was installed")
         app.update(root, quiet=False)
     except Exception as error:  # noqa: BLE001 - a hook must not break apt
         release = f" for kernel {argv[0]}" if argv else ""

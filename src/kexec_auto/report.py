@@ -1,0 +1,105 @@
+"""The data behind `kexec-auto list` and `kexec-auto status`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from . import files, system
+from .app import CONFIG_PATH, DEFAULT_KEXEC, Plan, make_plan
+from .reboot import NO_KEXEC_REBOOT
+
+SHUTDOWN_HOOK = "/lib/systemd/system-shutdown/kexec-auto"
+LOAD_UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service"
+
+
+def kernel_list(root: str) -> dict:
+    """Data behind ``kexec-auto list``."""
+    plan = make_plan(root)
+    chosen = plan.selection.kernel
+    packages = system.kernel_packages(root)
+    return {
+        "running": plan.running,
+        "selected": chosen.release if chosen else None,
+        "reason": plan.selection.reason,
+        "warnings": list(plan.problems),
+        "errors": list(plan.selection.errors),
+        "kernels": [
+            {
+                "release": v.kernel.release,
+                "flavour": v.kernel.flavour,
+                "image": v.kernel.image,
+                "initrd": v.kernel.initrd,
+                "package": packages.get(v.kernel.release, (None, None))[0],
+                "package_version": packages.get(v.kernel.release, (None, None))[1],
+                "selectable": v.selectable,
+                "why_not": v.why_not,
+                "selected": v.kernel == chosen,
+                "running": v.kernel.release == plan.running,
+                "boot": plan.boot_state.mark_of(v.kernel.release),
+            }
+            for v in plan.selection.verdicts
+        ],
+    }
+
+
+def reboot_blockers(root: str, plan: Plan, values: Optional[dict[str, str]]) -> list[str]:
+    """Reasons the next reboot will not boot the selected kernel through kexec."""
+    kernel = plan.selection.kernel
+    if not plan.config.enabled:
+        return [f"kexec-auto is disabled (ENABLED=false in {CONFIG_PATH})"]
+    if kernel is None:
+        return ["no selectable kernel is installed"]
+    blockers = []
+    if values is None:
+        blockers.append(f"{DEFAULT_KEXEC} does not exist (run 'kexec-auto update')")
+    elif values["LOAD_KEXEC"] == "false" or (values["KERNEL_IMAGE"], values["INITRD"]) != (
+        kernel.image, kernel.initrd or ""
+    ):
+        blockers.append(f"{DEFAULT_KEXEC} does not name the selected kernel (run 'kexec-auto update')")
+    if system.at(root, NO_KEXEC_REBOOT).exists():
+        blockers.append(f"{NO_KEXEC_REBOOT} exists: the next reboot is a cold one (coldreboot)")
+    if not system.at(root, SHUTDOWN_HOOK).exists() or not system.at(root, LOAD_UNIT_WANTS).exists():
+        blockers.append("kexec-auto's reboot hooks are not installed or not enabled (kexec-auto-load.service)")
+    if not (system.at(root, "/usr/sbin/kexec").exists() or system.at(root, "/sbin/kexec").exists()):
+        blockers.append("kexec is not installed (package kexec-tools)")
+    where = system.confinement(root)
+    if where in ("container", "chroot"):
+        blockers.append(f"running inside a {where}: kexec-auto never loads a kernel there")
+    return blockers
+
+
+def status_report(root: str) -> dict:
+    """Data behind ``kexec-auto status``."""
+    plan = make_plan(root)
+    kernel = plan.selection.kernel
+    target = system.at(root, DEFAULT_KEXEC)
+    try:
+        values = system.source_default_kexec(root)
+        source_error = ""
+    except OSError as error:
+        values, source_error = None, str(error)
+    blockers = reboot_blockers(root, plan, values)
+    if source_error:
+        blockers.insert(0, source_error)
+    return {
+        "running": plan.running,
+        "enabled": plan.config.enabled,
+        "selected": kernel.release if kernel else None,
+        "reason": plan.selection.reason,
+        "command_line": plan.append,
+        "command_line_source": plan.cmdline_source,
+        "default_kexec": values,
+        "default_kexec_hand_edited": files.hand_edited(target, system.at(root, files.STATE_DIR)),
+        "kexec_loaded": system.kexec_loaded(root),
+        "lockdown": system.lockdown_mode(root),
+        "next_reboot": (
+            f"kexec into {kernel.release}" if kernel and not blockers else "firmware reboot"
+        ),
+        "next_reboot_ok": not blockers,
+        "trying": plan.boot_state.trying,
+        "bad_kernels": {r: m.why for r, m in plan.boot_state.bad().items()},
+        "boot_events": list(plan.boot_state.events[-5:]),
+        "blockers": blockers,
+        "warnings": list(plan.problems),
+        "errors": list(plan.selection.errors),
+    }
