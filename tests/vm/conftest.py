@@ -19,6 +19,8 @@ from . import guest, scenarios
 BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
     "main": (3, scenarios.build_main),
     "smoke": (1, scenarios.build_smoke),
+    "fallback": (2, scenarios.build_fallback),
+    "handoff": (4, scenarios.build_handoff),
 }
 
 
@@ -31,7 +33,7 @@ class Runs:
 
     def _one(self, suite: str, scenario: str) -> tuple[scenarios.Built, guest.Chain]:
         built = BUILDERS[scenario][1](suite)
-        return built, scenarios.boot_chain(built)
+        return built, scenarios.boot_chain(built, **built.chain_options)
 
     def get(self, suite: str, scenario: str) -> tuple[scenarios.Built, guest.Chain]:
         with self.lock:
@@ -51,10 +53,13 @@ class Runs:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: start only the chains still wanted
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     wanted: set[tuple[str, str]] = set()
     for item in items:
-        scenario = getattr(item.module, "SCENARIO", None) if hasattr(item, "module") else None
+        # a test class may name its own scenario; otherwise the module's
+        scenario = (getattr(getattr(item, "cls", None), "SCENARIO", None)
+                    or (getattr(item.module, "SCENARIO", None) if hasattr(item, "module") else None))
         callspec = getattr(item, "callspec", None)
         if scenario and callspec is not None and "suite" in callspec.params:
             wanted.add((callspec.params["suite"], scenario))

@@ -164,8 +164,12 @@ def qemu_command(disk: Path, kernel: Path, initrd: Path, log: Path,
 
 def run_chain(disk: Path, kernel: Path, initrd: Path, log: Path, *,
               boot_timeout: float = 240, total_timeout: float = 1200,
-              max_qemu_runs: int = 6, append: str = APPEND) -> Chain:
+              max_qemu_runs: int = 6, append: str = APPEND,
+              appends: Sequence[str] = ()) -> Chain:
     """Boot disk until the guest's stages are all done (KA-END and power off).
+
+    appends, when given, is the kernel command line of each qemu run in turn
+    (the last one repeats); otherwise every run gets append.
 
     Never raises for guest behaviour: timeouts and surprises land in
     Chain.error, with the whole serial log in `log`.  Every qemu started here
@@ -186,10 +190,11 @@ def run_chain(disk: Path, kernel: Path, initrd: Path, log: Path, *,
                 if chain.qemu_runs >= max_qemu_runs:
                     chain.error = f"qemu exited {chain.qemu_runs} times without KA-END"
                     break
+                run_append = appends[min(chain.qemu_runs, len(appends) - 1)] if appends else append
                 with open(log, "a") as out:
                     out.write(f"\n=== host: qemu run {chain.qemu_runs} starts "
                               f"(-kernel {kernel.name}) ===\n")
-                cmd = qemu_command(disk, kernel, initrd, log, append)
+                cmd = qemu_command(disk, kernel, initrd, log, run_append)
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 chain.qemu_runs += 1

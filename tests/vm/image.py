@@ -247,3 +247,28 @@ def local_repo(repo: Path, debs: Sequence[Path]) -> None:
     packages = subprocess.run(["apt-ftparchive", "packages", "."], cwd=repo, capture_output=True,
                               text=True, check=True, timeout=120).stdout
     (repo / "Packages").write_text(packages)
+
+
+def _newc_member(name: str, mode: int, data: bytes, ino: int) -> bytes:
+    """One member of a cpio archive in the kernel's initramfs ("newc") format."""
+    encoded = name.encode() + b"\0"
+    fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
+    member = b"070701" + b"".join(b"%08X" % value for value in fields) + encoded
+    member += b"\0" * (-len(member) % 4)
+    return member + data + b"\0" * (-len(data) % 4)
+
+
+def panicking_initrd() -> bytes:
+    """An initramfs that makes any kernel panic early in boot.
+
+    Its /init exists (so the kernel does not fall back to mounting root=)
+    but cannot be executed: its interpreter does not exist, and there is no
+    /sbin/init, /bin/sh, ... either, so the kernel panics with "No working
+    init found"; panic=N on the command line then resets the machine.
+
+    >>> data = panicking_initrd()
+    >>> data[:6], b"TRAILER!!!" in data, len(data) % 4
+    (b'070701', True, 0)
+    """
+    return (_newc_member("init", 0o100755, b"#!/nonexistent/sh\nexit 1\n", 1)
+            + _newc_member("TRAILER!!!", 0, b"", 0))

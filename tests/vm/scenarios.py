@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -28,11 +28,14 @@ class Built:
     base: image.BaseTree
     build_seconds: float
     notes: dict[str, str]
+    #: keyword arguments for guest.run_chain (e.g. a command line per qemu run)
+    chain_options: dict[str, object] = field(default_factory=dict)
 
 
 def _build(suite: str, scenario: str,
            prepare: Callable[[image.Chroot, image.BaseTree], dict[str, str] | None],
-           stages: Callable[[image.BaseTree], Sequence[str]]) -> Built:
+           stages: Callable[[image.BaseTree], Sequence[str]],
+           chain_options: dict[str, object] | None = None) -> Built:
     start = time.monotonic()
     base = image.base_tree(suite)
     work = base.path.parent / f"work-{scenario}"
@@ -48,7 +51,7 @@ def _build(suite: str, scenario: str,
             image.make_disk(work, disk)
         finally:
             image.run(["rm", "-rf", "--one-file-system", work], check=False)
-    return Built(suite, scenario, disk, base, time.monotonic() - start, notes)
+    return Built(suite, scenario, disk, base, time.monotonic() - start, notes, chain_options or {})
 
 
 def boot_chain(built: Built, **kwargs: object) -> guest.Chain:
@@ -226,3 +229,128 @@ def _prepare_bench(chroot: image.Chroot, base: image.BaseTree) -> dict[str, str]
 def build_bench(suite: str, runs: int) -> Built:
     return _build(suite, "bench", _prepare_bench,
                   lambda base: ["ka_do reboot\n", "ka_do coldreboot\n"] * runs)
+
+
+# --------------------------------------------------------------------------
+# boot assessment (issue 5): a newest kernel that panics at boot
+
+PANIC_INITRD = "/var/lib/ka-test/panic-initrd.img"
+
+#: stage helpers for boot assessment: JSON on one line, and a bounded wait
+#: for kexec-auto-bless.service to have run in this boot
+ASSESS_LIB = r"""ka_json() {  # ka_json KEY CMD...: the JSON a command prints, on one line
+    key=$1; shift
+    ka_result "$key" "$("$@" 2>/dev/null | tr -d '\n')"
+}
+ka_wait_bless() {
+    i=0
+    while [ "$(systemctl show -P ExecMainExitTimestampMonotonic kexec-auto-bless.service)" = 0 ] \
+        && [ "$(systemctl show -P ActiveState kexec-auto-bless.service)" != failed ]; do
+        i=$((i + 1)); [ "$i" -gt 360 ] && break
+        sleep 0.5
+    done
+    ka_result bless "$(systemctl show -P Result kexec-auto-bless.service) status=$(systemctl show -P ExecMainStatus kexec-auto-bless.service) waited=$((i / 2))s"
+}
+"""
+
+
+def _install_kernels(chroot: image.Chroot, base: image.BaseTree, notes: dict[str, str]) -> None:
+    """kexec-auto, then the newest and an older kernel, as in the main scenario."""
+    notes["install"] = chroot.apt_install("kexec-auto")
+    chroot.apt_install(f"linux-image-{base.newest}")
+    chroot.apt_install(f"linux-image-{base.older}")
+    notes["kexec_built"] = _kexec_file(chroot)
+    (chroot.root / PANIC_INITRD.lstrip("/")).write_bytes(image.panicking_initrd())
+
+
+def _break_newest(chroot: image.Chroot, base: image.BaseTree) -> None:
+    """The newest kernel's initrd panics ("No working init found")."""
+    (chroot.root / f"boot/initrd.img-{base.newest}").write_bytes(image.panicking_initrd())
+
+
+def _prepare_fallback(chroot: image.Chroot, base: image.BaseTree) -> dict[str, str]:
+    (chroot.root / "var/lib/ka-test").mkdir(parents=True, exist_ok=True)
+    _add_repo(chroot)
+    notes: dict[str, str] = {}
+    _install_kernels(chroot, base, notes)
+    _break_newest(chroot, base)
+    notes["handoff"] = chroot.sh("kexec-auto get HANDOFF").strip()
+    return notes
+
+
+def _fallback_stages(base: image.BaseTree) -> list[str]:
+    report = """ka_wait_bless
+ka_file kexec /etc/default/kexec
+ka_json list kexec-auto list --json
+"""
+    return [
+        # 0: provider; the next reboot loads the newest kernel, whose initrd panics
+        ASSESS_LIB + report + "ka_do reboot\n",
+        # 1: provider again after the panic reset the machine (qemu run 1)
+        ASSESS_LIB + report + """ka_json status_json kexec-auto status --json
+ka_run status kexec-auto status
+ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service
+ka_do reboot
+""",
+        # 2: the next newest kernel through kexec; blessed, then rebooted once more
+        ASSESS_LIB + report + "ka_do reboot\n",
+        # 3: still the next newest: the broken kernel is not tried again
+        ASSESS_LIB + report,
+    ]
+
+
+def build_fallback(suite: str) -> Built:
+    return _build(suite, "fallback", _prepare_fallback, _fallback_stages,
+                  {"boot_timeout": 420, "total_timeout": 1800})
+
+
+# --------------------------------------------------------------------------
+# hand-off at power-on (HANDOFF=true): every qemu start boots the provider
+# kernel, kexec-auto switches to the selected kernel with no command typed
+
+HANDOFF_OFF = "kexec_auto.handoff=0"
+
+
+def _prepare_handoff(chroot: image.Chroot, base: image.BaseTree) -> dict[str, str]:
+    (chroot.root / "var/lib/ka-test").mkdir(parents=True, exist_ok=True)
+    _add_repo(chroot)
+    chroot.sh("echo 'kexec-auto kexec-auto/handoff boolean true' | debconf-set-selections")
+    notes: dict[str, str] = {}
+    _install_kernels(chroot, base, notes)
+    notes["handoff"] = chroot.sh("kexec-auto get HANDOFF").strip()
+    return notes
+
+
+def _handoff_stages(base: image.BaseTree) -> list[str]:
+    new = base.newest
+    report = """ka_wait_bless
+ka_file cmdline /proc/cmdline
+ka_json list kexec-auto list --json
+"""
+    return [
+        # 0: qemu run 0, the hand-off landed in the (good) newest kernel.  Then a
+        # broken build of it is installed: its initrd panics, and the kernel
+        # package's postinst.d hooks run (with the arguments run-parts gives them)
+        ASSESS_LIB + report + f"""cp {PANIC_INITRD} /boot/initrd.img-{new}
+ka_run hook env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/kexec-auto {new} /boot/vmlinuz-{new}
+ka_json list_after kexec-auto list --json
+ka_do coldreboot
+""",
+        # 1: provider -> hand-off to the broken newest -> panic -> reset -> provider
+        # -> newest marked bad -> hand-off to the next newest: this stage runs there
+        ASSESS_LIB + report + """ka_json status_json kexec-auto status --json
+ka_file kexec /etc/default/kexec
+ka_do coldreboot
+""",
+        # 2: the next power-on hands off to the same working kernel again
+        ASSESS_LIB + report + "ka_do coldreboot\n",
+        # 3: kexec_auto.handoff=0 on the provider's command line: stays there
+        ASSESS_LIB + report + """ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service
+""",
+    ]
+
+
+def build_handoff(suite: str) -> Built:
+    appends = [guest.APPEND] * 4 + [f"{guest.APPEND} {HANDOFF_OFF}"]
+    return _build(suite, "handoff", _prepare_handoff, _handoff_stages,
+                  {"appends": appends, "boot_timeout": 420, "total_timeout": 2400})
