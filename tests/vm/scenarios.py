@@ -44,7 +44,9 @@ def _build(suite: str, scenario: str,
         image.copy_tree(base.path, work)
         try:
             chroot = image.Chroot(work, base.archives)
-            with chroot.mounted():
+            # the package cache is shared by every build of the suite, and apt
+            # refuses to run while another apt holds its lock: one at a time
+            with image.locked(base.archives.resolve().parent / "archives.lock"), chroot.mounted():
                 notes = prepare(chroot, base) or {}
             image.configure_guest(work)
             guest.install_driver(work, stages(base))
