@@ -30,9 +30,19 @@ def test_trial_that_comes_up_is_kept_until_blessed():
     state, events = bless(state, NEW, T)
     assert state.mark_of(NEW) == "good" and state.trying is None
     assert events == [f"{NEW} booted and reached a healthy state: marked good"]
-    # Blessing again changes nothing; a good kernel is not tried again.
+    # Blessing again changes nothing.
     assert bless(state, NEW, T) == (state, [])
-    assert start_trial(state, NEW, T).trying is None
+
+
+def test_a_good_kernel_that_stops_booting_is_marked_bad():
+    # e.g. its initrd was rebuilt broken after it had booted fine
+    state, _ = bless(start_trial(BootState(), NEW, T), NEW, T)
+    assert state.mark_of(NEW) == "good"
+    state = start_trial(state, NEW, T)
+    assert state.trying == NEW
+    state, events = assess_boot(state, PROVIDER, T)
+    assert state.mark_of(NEW) == "bad"
+    assert events == [f"{NEW} failed to boot: the machine came up in {PROVIDER} instead"]
 
 
 def test_forget_clears_marks():

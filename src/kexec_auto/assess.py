@@ -53,9 +53,11 @@ def _with(state: BootState, now: str, event: str, **changes) -> BootState:
 
 
 def start_trial(state: BootState, release: str, now: str) -> BootState:
-    """Record that the next boot tries ``release`` (unless known good)."""
-    if state.mark_of(release) == GOOD:
-        return dataclasses.replace(state, trying=None, trying_since="")
+    """Record that the next boot tries ``release``.
+
+    A kernel that booted before is tried all the same: its initrd may have
+    been rebuilt since, and a kernel that stopped booting must be caught
+    like a new one (bless ends every trial)."""
     return dataclasses.replace(state, trying=release, trying_since=now)
 
 
