@@ -34,6 +34,15 @@ def test_trial_that_comes_up_is_kept_until_blessed():
     assert bless(state, NEW, T) == (state, [])
 
 
+def test_orderly_shutdown_inside_the_tried_kernel_ends_its_trial():
+    state = start_trial(BootState(), NEW, T)
+    assert assess.end_trial(state, PROVIDER) == (state, [])  # not the kernel being tried
+    state, events = assess.end_trial(state, NEW)
+    assert (state.trying, state.mark_of(NEW), events) == (None, "untried", [])
+    # A firmware reboot after that is no failure of NEW.
+    assert assess_boot(state, PROVIDER, T) == (state, [])
+
+
 def test_a_good_kernel_that_stops_booting_is_marked_bad():
     # e.g. its initrd was rebuilt broken after it had booted fine
     state, _ = bless(start_trial(BootState(), NEW, T), NEW, T)
@@ -137,6 +146,26 @@ def test_failed_kernel_is_marked_bad_and_next_reboot_takes_the_next_newest(machi
     out = capsys.readouterr().out
     assert f"marked bad:       {NEW}: came up in {PROVIDER} instead" in out
     assert f"{NEW} failed to boot" in out
+
+
+def test_coldreboot_or_poweroff_from_the_tried_kernel_is_not_a_failure(machine, monkeypatch):
+    r = str(machine)
+    cli.main(["load", "--at-shutdown", "--root", r])
+    assert boot_state(machine).trying == NEW
+    machine.running(NEW)  # it came up; the user runs coldreboot before bless ran
+    machine.write("/no-kexec-reboot", "")
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    assert boot_state(machine).trying is None
+    machine.running(PROVIDER)  # the firmware boots the provider kernel
+    assert cli.main(["boot", "--root", r]) == 0
+    assert boot_state(machine).mark_of(NEW) == "untried"
+    assert image(machine) == f"/boot/vmlinuz-{NEW}"
+    # Same for a poweroff.
+    cli.main(["load", "--at-shutdown", "--root", r])
+    machine.running(NEW)
+    monkeypatch.setattr(system, "queued_jobs", lambda: ["poweroff.target"])
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    assert boot_state(machine).trying is None
 
 
 def test_forget_and_reinstall_clear_the_bad_mark(machine, src_env):

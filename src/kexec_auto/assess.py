@@ -61,6 +61,15 @@ def start_trial(state: BootState, release: str, now: str) -> BootState:
     return dataclasses.replace(state, trying=release, trying_since=now)
 
 
+def end_trial(state: BootState, running: str) -> tuple[BootState, list[str]]:
+    """An orderly shutdown from inside the kernel being tried: it booted, so
+    whatever reboot follows (a coldreboot, a poweroff) is no failure of it.
+    It is not marked good either: it may not have become healthy."""
+    if state.trying != running:
+        return state, []
+    return dataclasses.replace(state, trying=None, trying_since=""), []
+
+
 def assess_boot(state: BootState, running: str, now: str) -> tuple[BootState, list[str]]:
     """Early in boot: a kernel being tried that is not the one running failed."""
     if state.trying is None or state.trying == running:

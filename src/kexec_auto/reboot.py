@@ -66,6 +66,8 @@ def forget(root: str, release: str, why: str = "kexec-auto forget", log: Log = s
 def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
     """Load the kernel /etc/default/kexec names into memory with kexec."""
     if at_shutdown:
+        running = system.running_release(root)
+        change_boot_state(root, lambda state: assess.end_trial(state, running))
         rebooting = {"reboot.target", "kexec.target"} & set(system.queued_jobs())
         if not rebooting:
             return 0
