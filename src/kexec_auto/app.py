@@ -53,7 +53,7 @@ def read_boot_state(root: str) -> tuple[assess.BootState, list[str]]:
     """The boot assessment state; a corrupt file is reported, set aside and
     replaced by an empty state, never fatal."""
     path = system.at(root, BOOT_STATE)
-    text = files.read_text_lenient(path)
+    text = files.read_text(path, errors="replace")
     if text is None:
         return assess.BootState(), []
     try:
@@ -62,26 +62,19 @@ def read_boot_state(root: str) -> tuple[assess.BootState, list[str]]:
         return assess.BootState(), [f"{BOOT_STATE} is corrupt ({error}); starting a new one"]
 
 
-def write_boot_state(root: str, state: assess.BootState) -> None:
-    path = system.at(root, BOOT_STATE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = files.read_text_lenient(path)
-    if text is not None:
-        try:
-            assess.parse_state(text)
-        except ValueError:
-            files.write_atomic(Path(f"{path}.corrupt"), text)
-    files.write_atomic(path, assess.dump_state(state))
-
-
 def change_boot_state(
     root: str, change: Callable[[assess.BootState], tuple[assess.BootState, list[str]]]
 ) -> list[str]:
-    """Apply ``change`` to the stored boot state; returns its events."""
+    """Apply ``change`` to the stored boot state; returns its events.
+    A corrupt file is kept aside as ``.corrupt`` and replaced."""
     state, corrupt = read_boot_state(root)
     new, events = change(state)
     if new != state or corrupt:
-        write_boot_state(root, new)
+        path = system.at(root, BOOT_STATE)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if corrupt:
+            files.write_atomic(Path(f"{path}.corrupt"), files.read_text(path, errors="replace") or "")
+        files.write_atomic(path, assess.dump_state(new))
     return events
 
 

@@ -25,17 +25,10 @@ KEY_SUFFIX = ".written-key"  # digest of what that content was rendered from
 OLD_SUFFIX = ".kexec-auto-old"
 
 
-def read_text(path: Path) -> Optional[str]:
+def read_text(path: Path, errors: str = "strict") -> Optional[str]:
+    """The file's UTF-8 text, None when it does not exist."""
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-
-
-def read_text_lenient(path: Path) -> Optional[str]:
-    """Like read_text, but undecodable bytes do not raise."""
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return path.read_text(encoding="utf-8", errors=errors)
     except FileNotFoundError:
         return None
 

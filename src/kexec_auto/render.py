@@ -12,6 +12,7 @@ template only lays the lines out.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import sys
@@ -49,7 +50,10 @@ def template_dirs() -> list[Path]:
     ]
 
 
+@functools.lru_cache(maxsize=None)
 def template_text() -> str:
+    """The template, read once per process (the digest and the rendering
+    both need it)."""
     dirs = template_dirs()
     if not dirs:
         raise RenderError(f"template {TEMPLATE} not found")
