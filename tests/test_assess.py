@@ -14,13 +14,46 @@ PROVIDER = "6.1.0-50-cloud-amd64"
 T = "2026-11-25T12:00:00+0000"
 
 
-def test_trial_that_comes_up_elsewhere_is_bad():
+def test_a_silent_failure_counts_one_try_and_the_last_try_marks_bad():
     state = start_trial(BootState(), NEW, T)
     assert state.trying == NEW and state.mark_of(NEW) == "untried"
-    state, events = assess_boot(state, PROVIDER, T)
-    assert state.mark_of(NEW) == "bad" and state.trying is None
-    assert events == [f"{NEW} failed to boot: the machine came up in {PROVIDER} instead"]
+    state, events = assess_boot(state, PROVIDER, T, tries=2)
+    assert (state.mark_of(NEW), state.failures(NEW), state.trying) == ("failed", 1, None)
+    assert assess.tries_left(state, NEW, 2) == 1
+    assert NEW not in state.bad() and NEW in state.suspects()
+    assert events == [
+        f"{NEW} failed to boot (came up in {PROVIDER} instead; it never reached its userspace: a panic, "
+        "a hang, a missing root file system or a power loss early in boot): failed trial 1 of 2; it is tried "
+        "again at the next reboot (1 try left), but not by the hand-off at power-on"]
     assert state.events[-1].endswith(events[0])
+    state, events = assess_boot(start_trial(state, NEW, T), PROVIDER, T, tries=2)
+    assert (state.mark_of(NEW), state.failures(NEW)) == ("bad", 2)
+    assert NEW in state.bad() and assess.tries_left(state, NEW, 2) == 0
+    assert events[0].endswith("marked bad after 2 failed trials")
+
+
+def test_one_try_marks_bad_at_once():
+    state, events = assess_boot(start_trial(BootState(), NEW, T), PROVIDER, T, tries=1)
+    assert state.mark_of(NEW) == "bad"
+    assert events[0].endswith("marked bad after 1 failed trial")
+
+
+def test_the_reason_says_how_far_the_kernel_got():
+    state = start_trial(BootState(), NEW, T)
+    assert assess.reached_userspace(state, PROVIDER) == state  # not the kernel on trial
+    state = assess.reached_userspace(state, NEW)
+    assert state.trying_reached == assess.USERSPACE
+    state, events = assess_boot(state, PROVIDER, T, tries=1)
+    assert state.marks[NEW].why.startswith(f"came up in {PROVIDER} instead; it had started its userspace")
+    # What the kernel reported itself wins.
+    state = start_trial(state, OLD, T)
+    state, events = assess.trial_failed(state, OLD, "entered emergency mode (failed: local-fs.target)", T)
+    assert events == [f"{OLD} gives up its trial boot: entered emergency mode (failed: local-fs.target)"]
+    assert assess.trial_failed(state, NEW, "x", T) == (state, [])  # only the kernel on trial reports
+    state, events = assess_boot(state, PROVIDER, T, tries=2)
+    assert events[0].startswith(f"{OLD} failed to boot (entered emergency mode (failed: local-fs.target)): "
+                                "failed trial 1 of 2")
+    assert state.marks[OLD].why == f"entered emergency mode (failed: local-fs.target) (tried since {T})"
 
 
 def test_trial_that_comes_up_is_kept_until_blessed():
@@ -34,6 +67,14 @@ def test_trial_that_comes_up_is_kept_until_blessed():
     assert bless(state, NEW, T) == (state, [])
 
 
+def test_a_power_loss_costs_a_try_and_a_good_boot_gives_it_back():
+    state, _ = assess_boot(start_trial(BootState(), NEW, T), PROVIDER, T, tries=2)
+    assert state.failures(NEW) == 1
+    state = start_trial(state, NEW, T)
+    state, _ = bless(state, NEW, T)
+    assert (state.mark_of(NEW), state.failures(NEW), state.suspects()) == ("good", 0, {})
+
+
 def test_orderly_shutdown_inside_the_tried_kernel_ends_its_trial():
     state = start_trial(BootState(), NEW, T)
     assert assess.end_trial(state, PROVIDER) == (state, [])  # not the kernel being tried
@@ -43,19 +84,28 @@ def test_orderly_shutdown_inside_the_tried_kernel_ends_its_trial():
     assert assess_boot(state, PROVIDER, T) == (state, [])
 
 
+def test_a_kernel_that_gave_up_its_trial_stays_on_trial_through_a_shutdown():
+    state = start_trial(BootState(), NEW, T)
+    state, _ = assess.trial_failed(state, NEW, "did not complete its boot within 300 s", T)
+    assert assess.end_trial(state, NEW) == (state, [])
+    state, events = assess_boot(state, PROVIDER, T, tries=1)
+    assert state.mark_of(NEW) == "bad" and "within 300 s" in events[0]
+
+
 def test_a_good_kernel_that_stops_booting_is_marked_bad():
     # e.g. its initrd was rebuilt broken after it had booted fine
     state, _ = bless(start_trial(BootState(), NEW, T), NEW, T)
     assert state.mark_of(NEW) == "good"
-    state = start_trial(state, NEW, T)
-    assert state.trying == NEW
-    state, events = assess_boot(state, PROVIDER, T)
+    for _ in range(2):
+        state = start_trial(state, NEW, T)
+        assert state.trying == NEW
+        state, events = assess_boot(state, PROVIDER, T, tries=2)
     assert state.mark_of(NEW) == "bad"
-    assert events == [f"{NEW} failed to boot: the machine came up in {PROVIDER} instead"]
+    assert events[0].startswith(f"{NEW} failed to boot (came up in {PROVIDER} instead")
 
 
 def test_forget_clears_marks():
-    state, _ = assess_boot(start_trial(BootState(), NEW, T), PROVIDER, T)
+    state, _ = assess_boot(start_trial(BootState(), NEW, T), PROVIDER, T, tries=1)
     state, events = forget(state, NEW, T, "its package was installed")
     assert state.mark_of(NEW) == "untried"
     assert events == [f"forgot what was known of {NEW} (its package was installed)"]
@@ -71,24 +121,46 @@ def test_history_is_bounded():
 
 def test_state_round_trip_and_corruption():
     state, _ = assess_boot(start_trial(BootState(), NEW, T), PROVIDER, T)
-    state = start_trial(state, OLD, T)
+    state = assess.reached_userspace(start_trial(state, OLD, T), OLD)
+    state, _ = assess.trial_failed(state, OLD, "entered rescue mode", T)
     assert parse_state(dump_state(state)) == state
     for text in ("", "{", "[]", '{"marks": {"x": {"state": "meh", "when": ""}}, "trying": null}',
-                 '{"marks": {}, "trying": 5}', '{"trying": null}'):
-        with pytest.raises(ValueError, match="not a kexec-auto boot state|unknown mark|trying"):
+                 '{"marks": {}, "trying": 5}', '{"trying": null}',
+                 '{"marks": {"x": {"state": "bad", "when": "", "failures": -1}}, "trying": null}',
+                 '{"marks": {"x": {"state": "bad", "when": "", "failures": "2"}}, "trying": null}'):
+        with pytest.raises(ValueError, match="not a kexec-auto boot state|unknown mark|trying|failures"):
             parse_state(text)
+
+
+def test_a_state_written_before_tries_were_counted_still_reads():
+    old = ('{"trying": null, "trying_since": "", "marks": {"%s": {"state": "bad", "when": "%s", "why": "w"},'
+           ' "%s": {"state": "good", "when": "%s", "why": ""}}, "events": []}' % (NEW, T, OLD, T))
+    state = parse_state(old)
+    assert (state.mark_of(NEW), state.failures(NEW), state.mark_of(OLD), state.failures(OLD)) == ("bad", 1, "good", 0)
+    assert (state.trying_reached, state.trying_failed) == ("", "")
 
 
 # -- through the command, on fake roots -------------------------------------
 
 
 class FakeRun:
+    """Records commands; answers busctl's get-property like systemd does."""
+
     def __init__(self):
         self.calls = []
+        self.watchdog_usec = 0
 
     def __call__(self, argv):
         self.calls.append(argv)
-        return subprocess.CompletedProcess(argv, 0, "", "")
+        out = ""
+        if argv[:2] == ["busctl", "get-property"]:
+            out = f"t {self.watchdog_usec}\n"
+        elif argv[:2] == ["busctl", "set-property"]:
+            self.watchdog_usec = int(argv[-1])
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    def named(self, *prefix):
+        return [c for c in self.calls if c[: len(prefix)] == list(prefix)]
 
 
 @pytest.fixture
@@ -116,20 +188,49 @@ def boot_state(root):
     return parse_state(root.read(app.BOOT_STATE))
 
 
-def test_failed_kernel_is_marked_bad_and_next_reboot_takes_the_next_newest(machine, capsys):
+def kexec_boots(root, release, trial_cmdline=None):
+    """What kexec hands to the next kernel: it boots ``release`` with the
+    trial command line kexec-auto loaded it with."""
+    loads = root.fake_run.named("/sbin/kexec")
+    assert loads, "nothing was loaded"
+    append = loads[-1][-1].removeprefix("--append=")
+    root.running(release)
+    root.write("/proc/cmdline", (trial_cmdline or append) + "\n")
+    root.fake_run.calls.clear()
+    return append
+
+
+def firmware_boots_provider(root):
+    root.running(PROVIDER)
+    root.write("/proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-cloud-amd64 root=/dev/vda ro console=ttyS0\n")
+    root.file("/run").exists() and subprocess.run(["rm", "-rf", str(root.file("/run"))], check=True)
+
+
+def test_a_kernel_failing_twice_is_marked_bad_and_the_next_reboot_takes_the_next_newest(machine, capsys):
     r = str(machine)
-    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
-    assert boot_state(machine).trying == NEW
-    # NEW panicked; the provider booted its own kernel again.
-    assert cli.main(["boot", "--root", r]) == 0
-    err = capsys.readouterr().err
-    assert f"warning: {NEW} failed to boot: the machine came up in {PROVIDER} instead" in err
+    for attempt in (1, 2):
+        assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+        assert boot_state(machine).trying == NEW
+        # NEW panicked (panic=10 reset the machine); the provider booted its own kernel.
+        firmware_boots_provider(machine)
+        assert cli.main(["boot", "--root", r]) == 0
+        err = capsys.readouterr().err
+        assert f"warning: {NEW} failed to boot (came up in {PROVIDER} instead" in err
+        if attempt == 1:
+            assert "failed trial 1 of 2; it is tried again at the next reboot (1 try left)" in err
+            assert image(machine) == f"/boot/vmlinuz-{NEW}"  # tried again at the next reboot
+            cli.main(["status", "--root", r])
+            out = capsys.readouterr().out
+            assert f"failed trials:    {NEW}: 1, 1 tries left: came up in {PROVIDER} instead" in out
+            cli.main(["list", "--root", r])
+            assert "[failed 1, 1 left]" in capsys.readouterr().out
+    assert "marked bad after 2 failed trials" in err
     assert boot_state(machine).mark_of(NEW) == "bad"
     assert image(machine) == f"/boot/vmlinuz-{OLD}"
     # The next reboot tries OLD, which boots and is blessed.
     cli.main(["load", "--at-shutdown", "--root", r])
     assert boot_state(machine).trying == OLD
-    machine.running(OLD)
+    kexec_boots(machine, OLD)
     assert cli.main(["boot", "--root", r]) == 0
     assert boot_state(machine).trying == OLD
     assert cli.main(["bless", "--root", r]) == 0
@@ -139,13 +240,129 @@ def test_failed_kernel_is_marked_bad_and_next_reboot_takes_the_next_newest(machi
     assert cli.main(["list", "--json", "--root", r]) == 0
     kernels = {k["release"]: k for k in json.loads(capsys.readouterr().out)["kernels"]}
     assert kernels[NEW]["boot"] == "bad" and not kernels[NEW]["selectable"]
-    assert kernels[NEW]["why_not"].startswith("marked bad: came up in")
+    assert (kernels[NEW]["failed_trials"], kernels[NEW]["tries_left"]) == (2, 0)
+    assert kernels[NEW]["why_not"].startswith(f"marked bad: came up in {PROVIDER} instead")
     assert kernels[OLD]["boot"] == "good" and kernels[OLD]["selected"]
     assert kernels[PROVIDER]["boot"] == "untried"
     cli.main(["status", "--root", r])
     out = capsys.readouterr().out
     assert f"marked bad:       {NEW}: came up in {PROVIDER} instead" in out
     assert f"{NEW} failed to boot" in out
+
+
+def test_every_kexec_reboot_is_a_trial_boot_with_its_safety_net_words(machine):
+    r = str(machine)
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    append = kexec_boots(machine, NEW)
+    assert append == "root=/dev/vda ro console=ttyS0 kexec_auto.trial=300 panic=10"
+    # The command line reused from the trial boot is the administrator's again.
+    assert cli.main(["update", "--root", r]) == 0
+    assert machine.sourced()["APPEND"] == "root=/dev/vda ro console=ttyS0"
+    # The deadline is the TRIAL_TIMEOUT setting; the administrator's panic= stands.
+    machine.config("TRIAL_TIMEOUT=90\nEXTRA_CMDLINE=panic=0\n")
+    cli.main(["update", "--root", r])
+    cli.main(["load", "--at-shutdown", "--root", r])
+    assert kexec_boots(machine, NEW) == "root=/dev/vda ro console=ttyS0 panic=0 kexec_auto.trial=90"
+    # A kernel loaded by hand (then: systemctl kexec) is loaded as the file says.
+    cli.main(["load", "--root", r])
+    assert machine.fake_run.named("/sbin/kexec")[-1][-1] == "--append=root=/dev/vda ro console=ttyS0 panic=0"
+
+
+def test_fail_trial_records_why_and_resets_only_a_trial_boot(machine, monkeypatch, capsys):
+    r = str(machine)
+    assert cli.main(["fail-trial", "emergency", "--root", r]) == 0  # no trial: nothing
+    assert machine.fake_run.named("systemctl", "reboot") == []
+    assert "no trial boot" in capsys.readouterr().err
+    cli.main(["load", "--at-shutdown", "--root", r])
+    kexec_boots(machine, NEW)
+    cli.main(["boot", "--root", r])
+    monkeypatch.setattr(system, "failed_units", lambda: ["mnt-data.mount", "local-fs.target"])
+    assert cli.main(["fail-trial", "emergency", "--root", r]) == 0
+    assert machine.fake_run.named("systemctl", "reboot") == [["systemctl", "reboot", "--force"]]
+    err = capsys.readouterr().err
+    assert f"error: {NEW} gives up its trial boot: entered emergency mode (failed: mnt-data.mount, " \
+        "local-fs.target)" in err
+    # Were the reboot orderly after all, nothing is loaded for it.
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    assert machine.fake_run.named("/sbin/kexec") == []
+    assert boot_state(machine).trying == NEW
+    firmware_boots_provider(machine)
+    cli.main(["boot", "--root", r])
+    assert (f"{NEW} failed to boot (entered emergency mode (failed: mnt-data.mount, local-fs.target)): "
+            "failed trial 1 of 2") in capsys.readouterr().err
+
+
+def test_fail_trial_after_the_deadline_says_what_the_boot_waits_for(machine, monkeypatch, capsys):
+    r = str(machine)
+    machine.config("TRIAL_TIMEOUT=90\nTRIES=1\n")
+    cli.main(["load", "--at-shutdown", "--root", r])
+    kexec_boots(machine, NEW)
+    monkeypatch.setattr(system, "running_jobs", lambda: ["slow.service (start)"])
+    assert cli.main(["fail-trial", "deadline", "--root", r]) == 0
+    firmware_boots_provider(machine)
+    cli.main(["boot", "--root", r])
+    assert boot_state(machine).marks[NEW].why.startswith(
+        "did not complete its boot within 90 s (still waiting for: slow.service (start))")
+    assert image(machine) == f"/boot/vmlinuz-{OLD}"
+
+
+def test_a_trial_that_succeeds_leaves_no_safety_net(machine, capsys):
+    r = str(machine)
+    cli.main(["load", "--at-shutdown", "--root", r])
+    kexec_boots(machine, NEW)
+    machine.write("/proc/sys/kernel/panic", "10\n")
+    machine.write(f"/boot/config-{NEW}", "CONFIG_KEXEC=y\nCONFIG_PANIC_TIMEOUT=0\n")
+    # kexec-auto-trial-watchdog.service: no watchdog device, softdog is loaded
+    assert cli.main(["watchdog-trial", "--root", r]) == 0
+    fake = machine.fake_run
+    assert fake.named("modprobe") == [["modprobe", "softdog"]] or fake.named("/usr/sbin/modprobe") \
+        or fake.named("/sbin/modprobe")
+    assert fake.watchdog_usec == 60_000_000
+    assert "watchdog armed for 60 s" in capsys.readouterr().err
+    cli.main(["boot", "--root", r])
+    fake.calls.clear()
+    assert cli.main(["bless", "--root", r]) == 0
+    assert machine.read("/proc/sys/kernel/panic") == "0\n"
+    assert fake.watchdog_usec == 0
+    assert [c[1:] for c in fake.calls if c[0].endswith("modprobe")] == [["-r", "softdog"]]
+    assert [c[1:] for c in fake.calls if c[0].endswith("systemctl")] == [
+        ["stop", "kexec-auto-trial-deadline.timer"], ["daemon-reload"]]
+    assert machine.exists("/run/kexec-auto/trial-over")
+    # Once over, the trial's units do nothing.
+    fake.calls.clear()
+    assert cli.main(["fail-trial", "deadline", "--root", r]) == 0
+    assert cli.main(["watchdog-trial", "--root", r]) == 0
+    assert fake.calls == []
+
+
+def test_the_trial_watchdog_prefers_hardware_and_keeps_the_administrators(machine):
+    r = str(machine)
+    cli.main(["load", "--at-shutdown", "--root", r])
+    kexec_boots(machine, NEW)
+    machine.write("/sys/class/watchdog/watchdog0/identity", "i6300ESB timer\n")
+    assert cli.main(["watchdog-trial", "--root", r]) == 0
+    assert not [c for c in machine.fake_run.calls if c[0].endswith("modprobe")]
+    assert machine.fake_run.watchdog_usec == 60_000_000
+    assert machine.read("/run/kexec-auto/trial-watchdog") == "0 -\n"
+    # systemd's RuntimeWatchdogSec set by the administrator stays.
+    machine.file("/run/kexec-auto/trial-watchdog").unlink()
+    machine.fake_run.watchdog_usec = 30_000_000
+    machine.fake_run.calls.clear()
+    assert cli.main(["watchdog-trial", "--root", r]) == 0
+    assert not machine.fake_run.named("busctl", "set-property")
+    cli.main(["bless", "--root", r])
+    assert machine.fake_run.watchdog_usec == 30_000_000
+
+
+def test_the_administrators_panic_timeout_is_not_touched(machine):
+    r = str(machine)
+    machine.config("EXTRA_CMDLINE=panic=30\n")
+    cli.main(["update", "--root", r])
+    cli.main(["load", "--at-shutdown", "--root", r])
+    kexec_boots(machine, NEW)
+    machine.write("/proc/sys/kernel/panic", "30\n")
+    cli.main(["bless", "--root", r])
+    assert machine.read("/proc/sys/kernel/panic") == "30\n"
 
 
 def test_coldreboot_or_poweroff_from_the_tried_kernel_is_not_a_failure(machine, monkeypatch):
@@ -170,6 +387,7 @@ def test_coldreboot_or_poweroff_from_the_tried_kernel_is_not_a_failure(machine, 
 
 def test_forget_and_reinstall_clear_the_bad_mark(machine, src_env):
     r = str(machine)
+    machine.config("TRIES=1\n")
     cli.main(["load", "--at-shutdown", "--root", r])
     cli.main(["boot", "--root", r])
     assert image(machine) == f"/boot/vmlinuz-{OLD}"
@@ -209,9 +427,15 @@ def test_handoff_at_boot(machine, capsys):
     assert cli.main(["boot", "--root", r]) == 0
     calls = machine.fake_run.calls
     assert calls[0][:3] == ["/sbin/kexec", "-l", f"/boot/vmlinuz-{NEW}"]
+    assert calls[0][-1] == "--append=root=/dev/vda ro console=ttyS0 kexec_auto.trial=300 panic=10"
     assert calls[1] == ["systemctl", "--no-block", "kexec"]
     assert boot_state(machine).trying == NEW
     assert f"handing off from {PROVIDER} to {NEW} through kexec" in capsys.readouterr().err
+    # systemctl kexec stops kexec-auto-load.service: the kernel stays as loaded.
+    machine.write("/sys/kernel/kexec_loaded", "1\n")
+    calls.clear()
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    assert calls == [] and boot_state(machine).trying == NEW
 
 
 def test_handoff_off_by_default_on_the_selected_kernel_and_by_cmdline(machine):
@@ -236,12 +460,28 @@ def test_no_handoff_when_started_on_a_running_system(machine, monkeypatch):
     assert machine.fake_run.calls == []
 
 
-def test_handoff_never_into_a_bad_kernel(machine):
+def test_handoff_after_a_failed_trial_goes_to_the_next_newest_not_back(machine, capsys):
+    r = str(machine)
+    machine.config("HANDOFF=true\n")
+    cli.main(["boot", "--root", r])  # hands off to NEW, which fails to boot
+    firmware_boots_provider(machine)
+    machine.fake_run.calls.clear()
+    assert cli.main(["boot", "--root", r]) == 0
+    err = capsys.readouterr().err
+    assert "failed trial 1 of 2" in err
+    assert f"handing off from {PROVIDER} to {OLD} through kexec" in err
+    assert machine.fake_run.calls[0][:3] == ["/sbin/kexec", "-l", f"/boot/vmlinuz-{OLD}"]
+    assert boot_state(machine).trying == OLD
+    # /etc/default/kexec still names NEW: the next reboot tries it once more.
+    assert image(machine) == f"/boot/vmlinuz-{NEW}"
+
+
+def test_handoff_never_into_a_bad_kernel(machine, capsys):
     r = str(machine)
     machine.config("HANDOFF=true\nFLAVOUR=cloud-amd64\n")
     # NEW was handed off to and failed; OLD too: only the provider is left.
     for failed in (NEW, OLD):
-        state, _ = assess_boot(start_trial(BootState(), failed, T), PROVIDER, T)
+        state, _ = assess_boot(start_trial(BootState(), failed, T), PROVIDER, T, tries=1)
         previous = boot_state(machine) if machine.exists(app.BOOT_STATE) else BootState()
         marks = dict(previous.marks, **state.marks)
         machine.write(app.BOOT_STATE, dump_state(BootState(marks=marks)))

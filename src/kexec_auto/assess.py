@@ -1,17 +1,22 @@
 """Boot assessment: which kernels booted, which failed, pure state changes.
 
 When kexec-auto reboots into kernel X through kexec, X is being *tried*.
-If the machine then reaches a healthy state in X, X is marked good; if it
-comes up in another kernel first (X panicked and the machine was reset, the
-provider booted its own kernel), X is marked bad and never selected again
-until its package is reinstalled or the mark is forgotten.
+If the machine then reaches a healthy state in X, X is marked good.  If it
+comes up in another kernel first (X panicked, hung, dropped to an
+emergency shell, or the power went), the trial failed.  Like systemd-boot's
+boot counting, a kernel is only marked bad after ``tries`` failed trials
+in a row (the TRIES setting), so that one power loss does not condemn a
+good kernel; a bad kernel is never selected again until its package is
+reinstalled or the mark is forgotten.  A kernel with a failed trial but
+tries left is tried again at the next reboot, but never by the hand-off
+at power-on (see :func:`BootState.suspects`).
 
 >>> state = start_trial(BootState(), "6.12.117+deb12-cloud-amd64", "2026-11-25T12:00:00")
->>> state, events = assess_boot(state, running="6.1.0-50-cloud-amd64", now="2026-11-25T12:01:00")
+>>> state, events = assess_boot(state, "6.1.0-50-cloud-amd64", "2026-11-25T12:01:00", tries=1)
 >>> state.marks["6.12.117+deb12-cloud-amd64"].state, state.trying
 ('bad', None)
->>> events[0]
-'6.12.117+deb12-cloud-amd64 failed to boot: the machine came up in 6.1.0-50-cloud-amd64 instead'
+>>> print(events[0])
+6.12.117+deb12-cloud-amd64 failed to boot (came up in 6.1.0-50-cloud-amd64 instead; it never reached its userspace: a panic, a hang, a missing root file system or a power loss early in boot): marked bad after 1 failed trial
 """
 
 from __future__ import annotations
@@ -20,15 +25,19 @@ import dataclasses
 import json
 from typing import Optional
 
-GOOD, BAD = "good", "bad"
+GOOD, BAD, FAILED = "good", "bad", "failed"
+UNTRIED = "untried"
 HISTORY = 20  # events kept for `kexec-auto status`
+DEFAULT_TRIES = 2
+USERSPACE = "userspace"  # how far a kernel on trial got: its userspace ran kexec-auto
 
 
 @dataclasses.dataclass(frozen=True)
 class Mark:
-    state: str  # GOOD or BAD
+    state: str  # GOOD, FAILED (failed trials, tries left) or BAD
     when: str
     why: str = ""
+    failures: int = 0  # failed trials in a row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,19 +46,36 @@ class BootState:
     trying_since: str = ""
     marks: dict[str, Mark] = dataclasses.field(default_factory=dict)
     events: tuple[str, ...] = ()
+    #: what the kernel being tried reported about itself during its boot
+    trying_reached: str = ""  # USERSPACE once its userspace ran
+    trying_failed: str = ""  # why it gave up its trial (emergency mode, deadline)
 
     def mark_of(self, release: str) -> str:
-        """'good', 'bad' or 'untried'."""
+        """'good', 'failed' (failed trials, tries left), 'bad' or 'untried'."""
         mark = self.marks.get(release)
-        return mark.state if mark else "untried"
+        return mark.state if mark else UNTRIED
+
+    def failures(self, release: str) -> int:
+        mark = self.marks.get(release)
+        return mark.failures if mark else 0
 
     def bad(self) -> dict[str, Mark]:
         return {r: m for r, m in self.marks.items() if m.state == BAD}
+
+    def suspects(self) -> dict[str, Mark]:
+        """Kernels whose last trial failed: bad ones, and those with tries
+        left.  The hand-off at power-on never goes into one of them (the
+        power-on may well be the reset their failure caused)."""
+        return {r: m for r, m in self.marks.items() if m.state in (BAD, FAILED)}
 
 
 def _with(state: BootState, now: str, event: str, **changes) -> BootState:
     events = (state.events + (f"{now} {event}",))[-HISTORY:]
     return dataclasses.replace(state, events=events, **changes)
+
+
+def _not_trying(state: BootState, **changes) -> BootState:
+    return dataclasses.replace(state, trying=None, trying_since="", trying_reached="", trying_failed="", **changes)
 
 
 def start_trial(state: BootState, release: str, now: str) -> BootState:
@@ -58,27 +84,74 @@ def start_trial(state: BootState, release: str, now: str) -> BootState:
     A kernel that booted before is tried all the same: its initrd may have
     been rebuilt since, and a kernel that stopped booting must be caught
     like a new one (bless ends every trial)."""
-    return dataclasses.replace(state, trying=release, trying_since=now)
+    return dataclasses.replace(state, trying=release, trying_since=now, trying_reached="", trying_failed="")
 
 
 def end_trial(state: BootState, running: str) -> tuple[BootState, list[str]]:
     """An orderly shutdown from inside the kernel being tried: it booted, so
     whatever reboot follows (a coldreboot, a poweroff) is no failure of it.
-    It is not marked good either: it may not have become healthy."""
+    It is not marked good either: it may not have become healthy.  A kernel
+    that gave up its own trial stays on trial: the next boot counts it."""
+    if state.trying != running or state.trying_failed:
+        return state, []
+    return _not_trying(state), []
+
+
+def reached_userspace(state: BootState, running: str) -> BootState:
+    """The kernel being tried runs its userspace (kexec-auto's boot unit)."""
+    if state.trying != running or state.trying_reached == USERSPACE:
+        return state
+    return dataclasses.replace(state, trying_reached=USERSPACE)
+
+
+def trial_failed(state: BootState, running: str, why: str, now: str) -> tuple[BootState, list[str]]:
+    """The kernel being tried reports that its boot failed (emergency mode,
+    deadline missed) just before it resets the machine; the next boot
+    counts the failure and gives this reason."""
     if state.trying != running:
         return state, []
-    return dataclasses.replace(state, trying=None, trying_since=""), []
+    event = f"{running} gives up its trial boot: {why}"
+    return _with(state, now, event, trying_failed=why), [event]
 
 
-def assess_boot(state: BootState, running: str, now: str) -> tuple[BootState, list[str]]:
+def _silent_failure(state: BootState, running: str) -> str:
+    if state.trying_reached == USERSPACE:
+        return (f"came up in {running} instead; it had started its userspace: a crash, a hang, "
+                "a reset or a power loss before its boot completed")
+    return (f"came up in {running} instead; it never reached its userspace: a panic, a hang, "
+            "a missing root file system or a power loss early in boot")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def assess_boot(state: BootState, running: str, now: str, tries: int = DEFAULT_TRIES
+                ) -> tuple[BootState, list[str]]:
     """Early in boot: a kernel being tried that is not the one running failed."""
     if state.trying is None or state.trying == running:
         return state, []
     failed = state.trying
-    event = f"{failed} failed to boot: the machine came up in {running} instead"
+    why = state.trying_failed or _silent_failure(state, running)
+    failures = state.failures(failed) + 1
     marks = dict(state.marks)
-    marks[failed] = Mark(BAD, now, f"came up in {running} instead (tried since {state.trying_since})")
-    return _with(state, now, event, trying=None, trying_since="", marks=marks), [event]
+    if failures >= tries:
+        marks[failed] = Mark(BAD, now, f"{why} (tried since {state.trying_since})", failures)
+        outcome = f"marked bad after {_plural(failures, 'failed trial')}"
+    else:
+        marks[failed] = Mark(FAILED, now, f"{why} (tried since {state.trying_since})", failures)
+        left = tries - failures
+        outcome = (f"failed trial {failures} of {tries}; it is tried again at the next reboot "
+                   f"({_plural(left, 'try')} left), but not by the hand-off at power-on")
+    event = f"{failed} failed to boot ({why}): {outcome}"
+    return _with(_not_trying(state), now, event, marks=marks), [event]
+
+
+def tries_left(state: BootState, release: str, tries: int) -> int:
+    """Failed trials ``release`` may still have before it is marked bad."""
+    if state.mark_of(release) == BAD:
+        return 0
+    return max(tries - state.failures(release), 0)
 
 
 def bless(state: BootState, running: str, now: str) -> tuple[BootState, list[str]]:
@@ -88,9 +161,9 @@ def bless(state: BootState, running: str, now: str) -> tuple[BootState, list[str
     marks = dict(state.marks)
     marks[running] = Mark(GOOD, now)
     event = f"{running} booted and reached a healthy state: marked good"
-    trying = None if state.trying == running else state.trying
-    since = "" if trying is None else state.trying_since
-    return _with(state, now, event, trying=trying, trying_since=since, marks=marks), [event]
+    if state.trying == running:
+        return _with(_not_trying(state), now, event, marks=marks), [event]
+    return _with(state, now, event, marks=marks), [event]
 
 
 def forget(state: BootState, release: str, now: str, why: str) -> tuple[BootState, list[str]]:
@@ -99,8 +172,9 @@ def forget(state: BootState, release: str, now: str, why: str) -> tuple[BootStat
         return state, []
     marks = {r: m for r, m in state.marks.items() if r != release}
     event = f"forgot what was known of {release} ({why})"
-    trying = None if state.trying == release else state.trying
-    return _with(state, now, event, trying=trying, marks=marks), [event]
+    if state.trying == release:
+        return _with(_not_trying(state), now, event, marks=marks), [event]
+    return _with(state, now, event, marks=marks), [event]
 
 
 def dump_state(state: BootState) -> str:
@@ -108,6 +182,8 @@ def dump_state(state: BootState) -> str:
         {
             "trying": state.trying,
             "trying_since": state.trying_since,
+            "trying_reached": state.trying_reached,
+            "trying_failed": state.trying_failed,
             "marks": {r: dataclasses.asdict(m) for r, m in sorted(state.marks.items())},
             "events": list(state.events),
         },
@@ -117,21 +193,29 @@ def dump_state(state: BootState) -> str:
 
 def parse_state(text: str) -> BootState:
     """The state stored in ``text``; ValueError when it is not a valid state.
+    Files written before tries were counted (no "failures") read as one
+    failure per bad mark.
 
     >>> parse_state(dump_state(BootState(trying="6.1.0-56-amd64"))).trying
     '6.1.0-56-amd64'
     """
     try:
         data = json.loads(text)
-        marks = {
-            str(release): Mark(str(m["state"]), str(m["when"]), str(m.get("why", "")))
-            for release, m in data["marks"].items()
-        }
-        if any(m.state not in (GOOD, BAD) for m in marks.values()):
+        marks = {}
+        for release, m in data["marks"].items():
+            state = str(m["state"])
+            failures = m.get("failures", 1 if state == BAD else 0)
+            if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
+                raise ValueError("failures is not a count")
+            marks[str(release)] = Mark(state, str(m["when"]), str(m.get("why", "")), failures)
+        if any(m.state not in (GOOD, BAD, FAILED) for m in marks.values()):
             raise ValueError("unknown mark")
         trying = data["trying"]
         if trying is not None and not isinstance(trying, str):
             raise ValueError("trying is not a release")
-        return BootState(trying, str(data.get("trying_since", "")), marks, tuple(map(str, data.get("events", []))))
+        return BootState(
+            trying, str(data.get("trying_since", "")), marks, tuple(map(str, data.get("events", []))),
+            str(data.get("trying_reached", "")), str(data.get("trying_failed", "")),
+        )
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
         raise ValueError(f"not a kexec-auto boot state ({error.__class__.__name__}: {error})") from None

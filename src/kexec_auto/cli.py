@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run early in every boot: judge the kernel being tried, arm, and hand off when HANDOFF=true",
     )
     sub.add_parser("bless", parents=[common], help="mark the running kernel good (run once the system is healthy)")
+    p = sub.add_parser(
+        "fail-trial", parents=[common],
+        help="give up the trial boot of the running kernel: record why and reset the machine "
+        "(run by kexec-auto-fail-trial@.service)",
+    )
+    p.add_argument("kind", choices=("emergency", "rescue", "deadline"))
+    sub.add_parser(
+        "watchdog-trial", parents=[common],
+        help="arm systemd's watchdog for a trial boot (run by kexec-auto-trial-watchdog.service)",
+    )
     p = sub.add_parser("forget", parents=[common], help="clear a kernel's good or bad mark so it can be selected again")
     p.add_argument("release", metavar="RELEASE")
     p = sub.add_parser("set", parents=[common], help="change settings in /etc/default/kexec-auto (KEY=VALUE ...)")
@@ -77,7 +87,10 @@ def _print_list(data: dict) -> None:
     for kernel in data["kernels"]:
         mark = "*" if kernel["selected"] else " "
         state = "selectable" if kernel["selectable"] else f"not selectable: {kernel['why_not']}"
-        state = f"[{kernel['boot']}] {state}"
+        boot = kernel["boot"]
+        if boot == "failed":
+            boot = f"failed {kernel['failed_trials']}, {kernel['tries_left']} left"
+        state = f"[{boot}] {state}"
         flavour = kernel["flavour"] or "-"
         package = f"{kernel['package']} {kernel['package_version']}" if kernel["package"] else "(no package)"
         print(f"{mark} {kernel['release']:<34} {flavour:<12} {state}\n      {kernel['image']}  {package}")
@@ -108,6 +121,12 @@ def _print_status(data: dict) -> None:
         print(f"  because: {blocker}")
     if data["trying"]:
         print(f"being tried:      {data['trying']} (marked good once the system is healthy)")
+    if data["trial_boot"]:
+        print(f"this boot:        a trial boot; its safety net resets the machine if the boot does not "
+              f"complete within {data['trial_timeout']} s")
+    print(f"tries:            a kernel is marked bad after {data['tries']} failed trial boot(s) in a row (TRIES)")
+    for release, info in data["failed_kernels"].items():
+        print(f"failed trials:    {release}: {info['failed_trials']}, {info['tries_left']} tries left: {info['why']}")
     for release, why in data["bad_kernels"].items():
         print(f"marked bad:       {release}: {why}")
     if data["boot_events"]:
@@ -147,8 +166,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return reboot.boot(args.root)
         if args.command == "bless":
             return reboot.bless(args.root)
+        if args.command == "fail-trial":
+            return reboot.fail_trial(args.root, args.kind)
+        if args.command == "watchdog-trial":
+            return reboot.watchdog_trial(args.root)
         if args.command == "forget":
-            return reboot.forget(args.root, args.release)
+            reboot.forget(args.root, args.release)
+            # The next reboot may try it again: say so in /etc/default/kexec now.
+            return app.update(args.root, quiet=True)
         if args.command == "set":
             return app.set_settings(args.root, args.assignments)
         if args.command == "get":

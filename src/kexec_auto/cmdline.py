@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from .trial import strip_trial_words
+
 # Words a boot loader or the kernel itself adds for the booted kernel only;
 # handing them on would point the next kernel at the wrong image or initrd.
 BOOT_LOADER_WORDS = ("BOOT_IMAGE=", "initrd=", "elfcorehdr=", "kexec_jump_back_entry=")
@@ -32,8 +34,14 @@ def split_words(cmdline: str) -> list[str]:
 
 
 def clean_cmdline(cmdline: str) -> str:
-    """``cmdline`` without the words a boot loader injected."""
-    return " ".join(w for w in split_words(cmdline) if not w.startswith(BOOT_LOADER_WORDS))
+    """``cmdline`` without the words a boot loader injected, nor the trial
+    words kexec-auto added for the boot that is running.
+
+    >>> clean_cmdline("root=/dev/vda ro kexec_auto.trial=300 panic=10")
+    'root=/dev/vda ro'
+    """
+    words = [w for w in split_words(cmdline) if not w.startswith(BOOT_LOADER_WORDS)]
+    return " ".join(strip_trial_words(words))
 
 
 def build_cmdline(configured: str, current: str, extra: str) -> str:

@@ -39,6 +39,8 @@ class Config:
     extra_cmdline: str = ""
     require_initrd: bool = True
     handoff: bool = False
+    tries: int = 2
+    trial_timeout: int = 300
 
 
 # Key in the file -> (Config field, validator turning the text into the value).
@@ -60,6 +62,15 @@ def _pin(text: str) -> str:
     raise ValueError("expected a kernel release such as 6.1.0-56-cloud-amd64, or nothing")
 
 
+def _number(low: int, high: int, what: str):
+    def parse(text: str) -> int:
+        if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+            raise ValueError(f"expected {what} from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
 def _globs(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
@@ -79,6 +90,8 @@ KEYS = {
     "EXTRA_CMDLINE": ("extra_cmdline", _text),
     "REQUIRE_INITRD": ("require_initrd", _boolean),
     "HANDOFF": ("handoff", _boolean),
+    "TRIES": ("tries", _number(1, 9, "a number of failed trials")),
+    "TRIAL_TIMEOUT": ("trial_timeout", _number(30, 86400, "a number of seconds")),
 }
 
 

@@ -1,13 +1,17 @@
 """What happens around reboots: loading the kernel at shutdown, judging
-the boot that follows, and the optional hand-off after power-on."""
+the boot that follows, the safety net of a trial boot, and the optional
+hand-off after power-on."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
-from . import assess, system
-from .app import DEFAULT_KEXEC, Log, arm, change_boot_state, load_config, make_plan, now, stderr_log, update
+from . import assess, safetynet, system, trial
+from .app import (DEFAULT_KEXEC, Log, arm, change_boot_state, load_config, make_plan, now, read_boot_state,
+                  stderr_log, update)
+from .cmdline import clean_cmdline
+from .policy import select_kernel
 
 NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
 LOADED_MARKER = "/run/kexec-auto/loaded"
@@ -19,27 +23,47 @@ def boot(root: str, log: Log = stderr_log) -> int:
     kernel that was being tried, publish the selection for ``systemctl
     kexec``, and hand off to the selected kernel when HANDOFF=true."""
     running = system.running_release(root)
-    for event in change_boot_state(root, lambda state: assess.assess_boot(state, running, now())):
-        log(f"warning: {event}; it will not be selected again until its package is "
-            "reinstalled or 'kexec-auto forget' is run")
+    config, _ = load_config(root)
+
+    def judge(state: assess.BootState) -> tuple[assess.BootState, list[str]]:
+        state, events = assess.assess_boot(state, running, now(), config.tries)
+        return assess.reached_userspace(state, running), events
+
+    for event in change_boot_state(root, judge):
+        log(f"warning: {event}")
     plan = make_plan(root)
     if plan.config.enabled:
         # Keep /etc/default/kexec in step with marks and with kernels that
         # changed without a hook (the hand-off below loads from it).
         update(root, quiet=True, log=log, plan=plan)
     arm(root, plan)
-    kernel = plan.selection.kernel
-    if not (plan.config.enabled and plan.config.handoff) or kernel is None or kernel.release == running:
+    if not (plan.config.enabled and plan.config.handoff):
+        return 0
+    # Never hand off into a kernel whose last trial failed: this power-on
+    # may be the reset its failure caused.
+    suspects = {release: mark.why for release, mark in plan.boot_state.suspects().items()}
+    kernels = [verdict.kernel for verdict in plan.selection.verdicts]
+    target = select_kernel(kernels, plan.config, running, suspects).kernel
+    if target is None or target.release == running:
+        selected = plan.selection.kernel
+        if selected is not None and selected.release != running and selected.release in suspects:
+            log(f"hand-off to {selected.release} skipped: its last trial boot failed; "
+                f"staying in {running}")
         return 0
     if HANDOFF_OFF in system.current_cmdline_words(root):
-        log(f"hand-off to {kernel.release} skipped: {HANDOFF_OFF} is on the kernel command line")
+        log(f"hand-off to {target.release} skipped: {HANDOFF_OFF} is on the kernel command line")
         return 0
     if system.confinement(root) or not system.booting():
         return 0  # never kexec a running system because its package was installed
-    log(f"handing off from {running} to {kernel.release} through kexec")
-    if load(root, log=log) != 0:
+    log(f"handing off from {running} to {target.release} through kexec")
+    if target == plan.selection.kernel:
+        status = load(root, log=log, for_trial=True)
+    else:
+        status = load_kernel(root, target.image, target.initrd or "", plan.append, log, for_trial=True)
+    if status != 0:
         return 1
-    change_boot_state(root, lambda state: (assess.start_trial(state, kernel.release, now()), []))
+    mark_loaded(root, target.image)
+    change_boot_state(root, lambda state: (assess.start_trial(state, target.release, now()), []))
     result = system.run(["systemctl", "--no-block", "kexec"])
     if result.returncode != 0:
         log(f"error: systemctl kexec failed: {result.stderr.strip()}")
@@ -49,10 +73,12 @@ def boot(root: str, log: Log = stderr_log) -> int:
 
 def bless(root: str, log: Log = stderr_log) -> int:
     """The system reached a healthy state (kexec-auto-bless.service, after
-    boot-complete.target): the running kernel is good."""
+    boot-complete.target): the running kernel is good, and its trial boot's
+    safety net is removed."""
     running = system.running_release(root)
     for event in change_boot_state(root, lambda state: assess.bless(state, running, now())):
         log(event)
+    safetynet.end(root, running, log)
     return 0
 
 
@@ -63,24 +89,78 @@ def forget(root: str, release: str, why: str = "kexec-auto forget", log: Log = s
     return 0
 
 
-def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
-    """Load the kernel /etc/default/kexec names into memory with kexec."""
+FAIL_KINDS = ("emergency", "rescue", "deadline")
+
+
+def fail_trial(root: str, kind: str, log: Log = stderr_log) -> int:
+    """The trial boot failed (kexec-auto-fail-trial@KIND.service): record
+    why, then reset the machine through the firmware, back to the kernel
+    it boots by itself.  Outside a trial boot, nothing happens."""
+    deadline = safetynet.on_trial(root)
+    if deadline is None:
+        log(f"{kind}: this boot is no trial boot of kexec-auto; nothing to do")
+        return 0
+    running = system.running_release(root)
+    why = safetynet.failure_reason(kind, deadline)
+    try:
+        for event in change_boot_state(root, lambda state: assess.trial_failed(state, running, why, now())):
+            log(f"error: {event}")
+    except OSError as error:  # e.g. /var not mounted in emergency mode
+        log(f"error: {running} gives up its trial boot: {why} (not recorded: {error})")
+    log("resetting the machine through the firmware")
+    # --force: no units are stopped, so nothing loads a kernel for this
+    # reboot and the shutdown hook finds nothing to execute.
+    result = system.run(["systemctl", "reboot", "--force"])
+    if result.returncode != 0:
+        log(f"error: systemctl reboot --force failed: {result.stderr.strip()}")
+        return 1
+    return 0
+
+
+def watchdog_trial(root: str, log: Log = stderr_log) -> int:
+    """Arm the watchdog of a trial boot (kexec-auto-trial-watchdog.service)."""
+    return safetynet.arm_watchdog(root, log)
+
+
+def mark_loaded(root: str, image: str) -> None:
+    marker = system.at(root, LOADED_MARKER)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(image + "\n", encoding="utf-8")
+
+
+def _loaded_for_this_reboot(root: str) -> bool:
+    """A kernel kexec-auto itself loaded earlier in this boot (the hand-off)
+    is still loaded."""
+    return system.at(root, LOADED_MARKER).exists() and bool(system.kexec_loaded(root))
+
+
+def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial: bool = False) -> int:
+    """Load the kernel /etc/default/kexec names into memory with kexec.
+    At shutdown (and for the hand-off) it is loaded for a trial boot: with
+    the trial words on its command line, and recorded as being tried."""
+    config, _ = load_config(root)
     if at_shutdown:
         running = system.running_release(root)
         change_boot_state(root, lambda state: assess.end_trial(state, running))
         rebooting = {"reboot.target", "kexec.target"} & set(system.queued_jobs())
         if not rebooting:
             return 0
+        state, _ = read_boot_state(root)
+        if state.trying == running and state.trying_failed:
+            log(f"{running} gave up its trial boot: not loading a kernel, the reboot goes through the firmware")
+            return 0
         flag = system.at(root, NO_KEXEC_REBOOT)
         if flag.exists():
             flag.unlink()
             log("cold reboot requested (coldreboot): not loading a kernel")
             return 0
+        if _loaded_for_this_reboot(root):
+            return 0
         # No confinement check here: a reboot job is queued, so systemd runs
         # this machine, and the unit does not run in containers.
-        config, _ = load_config(root)
         if not config.enabled:
             return 0
+        for_trial = True
     else:
         where = system.confinement(root)
         if where:
@@ -97,23 +177,36 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
     if values["LOAD_KEXEC"] == "false" or not values["KERNEL_IMAGE"]:
         log(f"error: {DEFAULT_KEXEC} does not name a kernel to load (LOAD_KEXEC={values['LOAD_KEXEC']!r})")
         return 1
+    append = values.get("APPEND") or clean_cmdline(system.current_cmdline(root)[0])
+    status = load_kernel(root, values["KERNEL_IMAGE"], values.get("INITRD", ""), append, log,
+                         for_trial=for_trial, deadline=config.trial_timeout)
+    if status == 0 and at_shutdown:
+        mark_loaded(root, values["KERNEL_IMAGE"])
+        release = Path(values["KERNEL_IMAGE"]).name.removeprefix("vmlinuz-")
+        change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
+    return status
+
+
+def load_kernel(root: str, image: str, initrd: str, append: str, log: Log, for_trial: bool = False,
+                deadline: Optional[int] = None) -> int:
+    """kexec -l (or -s under lockdown) one kernel; for a trial boot the
+    command line gets the trial words."""
     kexec = system.kexec_binary()
     if kexec is None:
         log("error: kexec not found; install the kexec-tools package")
         return 1
+    if for_trial:
+        if deadline is None:
+            deadline = load_config(root)[0].trial_timeout
+        append = trial.trial_cmdline(append, deadline)
+    values = {"KERNEL_IMAGE": image, "INITRD": initrd, "APPEND": append}
     argv = kexec_argv(kexec, values, system.lockdown_mode(root), system.current_cmdline(root)[0])
     result = system.run(argv)
     if result.returncode != 0:
         why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        log(f"error: kexec refused to load {values['KERNEL_IMAGE']}: {why}")
+        log(f"error: kexec refused to load {image}: {why}")
         return 1
-    if at_shutdown:
-        marker = system.at(root, LOADED_MARKER)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(values["KERNEL_IMAGE"] + "\n", encoding="utf-8")
-        release = Path(values["KERNEL_IMAGE"]).name.removeprefix("vmlinuz-")
-        change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
-    log(f"loaded {values['KERNEL_IMAGE']} for the next reboot")
+    log(f"loaded {image} for the next reboot" + (" (trial boot)" if for_trial else ""))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import files, system
+from . import assess, files, safetynet, system
 from .app import CONFIG_PATH, DEFAULT_KEXEC, Plan, make_plan
 from .reboot import NO_KEXEC_REBOOT
 
@@ -36,6 +36,8 @@ def kernel_list(root: str) -> dict:
                 "selected": v.kernel == chosen,
                 "running": v.kernel.release == plan.running,
                 "boot": plan.boot_state.mark_of(v.kernel.release),
+                "failed_trials": plan.boot_state.failures(v.kernel.release),
+                "tries_left": assess.tries_left(plan.boot_state, v.kernel.release, plan.config.tries),
             }
             for v in plan.selection.verdicts
         ],
@@ -97,7 +99,15 @@ def status_report(root: str) -> dict:
         ),
         "next_reboot_ok": not blockers,
         "trying": plan.boot_state.trying,
+        "trial_boot": safetynet.on_trial(root) is not None,
+        "tries": plan.config.tries,
+        "trial_timeout": plan.config.trial_timeout,
         "bad_kernels": {r: m.why for r, m in plan.boot_state.bad().items()},
+        "failed_kernels": {
+            r: {"failed_trials": m.failures, "tries_left": assess.tries_left(plan.boot_state, r, plan.config.tries),
+                "why": m.why}
+            for r, m in plan.boot_state.marks.items() if m.state == assess.FAILED
+        },
         "boot_events": list(plan.boot_state.events[-5:]),
         "blockers": blockers,
         "warnings": list(plan.problems),

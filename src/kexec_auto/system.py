@@ -235,3 +235,99 @@ def queued_jobs() -> list[str]:
         return []
     result = run([systemctl, "list-jobs", "--no-legend", "--plain"])
     return [line.split()[1] for line in result.stdout.splitlines() if len(line.split()) > 1]
+
+
+# -- the safety net of a trial boot ------------------------------------------
+
+def systemctl(*args: str) -> subprocess.CompletedProcess:
+    return run([shutil.which("systemctl", path=SBIN_PATH) or "systemctl", *args])
+
+
+def panic_timeout(root: str) -> Optional[int]:
+    """/proc/sys/kernel/panic: seconds before a panic resets the machine."""
+    text = _read(root, "/proc/sys/kernel/panic")
+    try:
+        return int(text.strip()) if text else None
+    except ValueError:
+        return None
+
+
+def set_panic_timeout(root: str, seconds: int) -> None:
+    at(root, "/proc/sys/kernel/panic").write_text(f"{seconds}\n", encoding="ascii")
+
+
+def kernel_config(root: str, release: str, key: str) -> Optional[str]:
+    """A value of /boot/config-RELEASE, e.g. CONFIG_PANIC_TIMEOUT."""
+    text = _read(root, f"/boot/config-{release}")
+    for line in (text or "").splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name == key:
+            return value
+    return None
+
+
+def apply_sysctl(prefix: str) -> None:
+    """Let systemd-sysctl apply the administrator's settings under prefix."""
+    for path in ("/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl"):
+        if os.access(path, os.X_OK):
+            run([path, f"--prefix={prefix}"])
+            return
+
+
+_MANAGER = ["org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager"]
+
+
+def runtime_watchdog_usec() -> Optional[int]:
+    """systemd's RuntimeWatchdogUSec (0: off), None when it cannot be read."""
+    result = run(["busctl", "get-property", *_MANAGER, "RuntimeWatchdogUSec"])
+    words = result.stdout.split()
+    if result.returncode != 0 or len(words) != 2 or not words[1].isdigit():
+        return None
+    return int(words[1])
+
+
+def set_runtime_watchdog_usec(usec: int) -> str:
+    """Set systemd's RuntimeWatchdogUSec; '' on success, else the error."""
+    result = run(["busctl", "set-property", *_MANAGER, "RuntimeWatchdogUSec", "t", str(usec)])
+    return "" if result.returncode == 0 else (result.stderr.strip() or f"busctl exit status {result.returncode}")
+
+
+def watchdog_devices(root: str) -> list[str]:
+    """Watchdog devices the kernel has (/sys/class/watchdog), e.g. ['watchdog0']."""
+    try:
+        return sorted(os.listdir(at(root, "/sys/class/watchdog")))
+    except OSError:
+        return []
+
+
+def watchdog_identity(root: str, device: str) -> str:
+    return (_read(root, f"/sys/class/watchdog/{device}/identity") or "").strip()
+
+
+def modprobe(module: str, remove: bool = False) -> str:
+    """Load (or remove) a kernel module; '' on success, else the error."""
+    argv = [shutil.which("modprobe", path=SBIN_PATH) or "modprobe", *(["-r"] if remove else []), module]
+    result = run(argv)
+    return "" if result.returncode == 0 else (result.stderr.strip() or f"modprobe exit status {result.returncode}")
+
+
+def udev_settle(seconds: int) -> None:
+    udevadm = shutil.which("udevadm", path=SBIN_PATH)
+    if udevadm:
+        run([udevadm, "settle", f"--timeout={seconds}"])
+
+
+def failed_units() -> list[str]:
+    result = systemctl("list-units", "--failed", "--plain", "--no-legend", "--no-pager")
+    return [line.split()[0] for line in result.stdout.splitlines() if line.split()]
+
+
+def running_jobs() -> list[str]:
+    """Units whose job is running (what a boot that does not complete waits for)."""
+    result = systemctl("list-jobs", "--no-legend", "--plain", "--no-pager")
+    jobs = []
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[3] == "running":
+            jobs.append(f"{fields[1]} ({fields[2]})")
+    return jobs

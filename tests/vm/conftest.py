@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from . import guest, scenarios
+from . import guest, safety, scenarios
 
 # longest chains first: they decide how long the session takes
 BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
@@ -25,8 +25,9 @@ BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
 
 
 class Runs:
-    def __init__(self, wanted: set[tuple[str, str]]):
+    def __init__(self, wanted: set[tuple[str, str]], safety_plans: set[tuple[str, safety.Plan]] = frozenset()):
         self.wanted = wanted
+        self.safety_plans = set(safety_plans)
         self.lock = threading.Lock()
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.futures: dict[tuple[str, str], concurrent.futures.Future[tuple[scenarios.Built, guest.Chain]]] = {}
@@ -35,17 +36,41 @@ class Runs:
         built = BUILDERS[scenario][1](suite)
         return built, scenarios.boot_chain(built, **built.chain_options)
 
+    @staticmethod
+    def _safety(suite: str, plan: safety.Plan) -> tuple[scenarios.Built, guest.Chain]:
+        built = safety.build(suite, plan)
+        return built, scenarios.boot_chain(built, **built.chain_options)
+
+    def _start_all(self) -> None:
+        """Every chain the session needs, longest first, two at a time."""
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        jobs = [(BUILDERS[scenario][0], (suite, scenario), self._one, (suite, scenario))
+                for suite, scenario in self.wanted]
+        jobs += [(plan.weight, (suite, plan.name), self._safety, (suite, plan))
+                 for suite, plan in self.safety_plans]
+        for _, key, function, args in sorted(jobs, key=lambda job: (-job[0], job[1])):
+            self.futures[key] = self.pool.submit(function, *args)
+
     def get(self, suite: str, scenario: str) -> tuple[scenarios.Built, guest.Chain]:
         with self.lock:
             if self.pool is None:
-                self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
-                order = sorted(self.wanted | {(suite, scenario)},
-                               key=lambda key: (-BUILDERS[key[1]][0], key[0]))
-                for key in order:
-                    self.futures[key] = self.pool.submit(self._one, *key)
+                self.wanted.add((suite, scenario))
+                self._start_all()
             if (suite, scenario) not in self.futures:
                 self.futures[(suite, scenario)] = self.pool.submit(self._one, suite, scenario)
             future = self.futures[(suite, scenario)]
+        return future.result()
+
+    def get_safety(self, suite: str, plan: safety.Plan) -> tuple[scenarios.Built, guest.Chain]:
+        """A chain of the safety net's scenarios (tests/vm/safety.py)."""
+        with self.lock:
+            if self.pool is None:
+                self.safety_plans.add((suite, plan))
+                self._start_all()
+            key = (suite, plan.name)
+            if key not in self.futures:
+                self.futures[key] = self.pool.submit(self._safety, suite, plan)
+            future = self.futures[key]
         return future.result()
 
     def close(self) -> None:
@@ -56,7 +81,12 @@ class Runs:
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: start only the chains still wanted
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     wanted: set[tuple[str, str]] = set()
+    plans: set[tuple[str, safety.Plan]] = set()
     for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and isinstance(callspec.params.get("plan"), safety.Plan):
+            plans.add((callspec.params["suite"], callspec.params["plan"]))
+            continue
         # a test class may name its own scenario; otherwise the module's
         scenario = (getattr(getattr(item, "cls", None), "SCENARIO", None)
                     or (getattr(item.module, "SCENARIO", None) if hasattr(item, "module") else None))
@@ -64,14 +94,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if scenario and callspec is not None and "suite" in callspec.params:
             wanted.add((callspec.params["suite"], scenario))
     config.stash[WANTED] = wanted
+    config.stash[SAFETY_PLANS] = plans
 
 
 WANTED = pytest.StashKey[set]()
+SAFETY_PLANS = pytest.StashKey[set]()
 
 
 @pytest.fixture(scope="session")
 def vm_runs(request: pytest.FixtureRequest) -> Iterator[Runs]:
-    runs = Runs(request.config.stash.get(WANTED, set()))
+    runs = Runs(request.config.stash.get(WANTED, set()), request.config.stash.get(SAFETY_PLANS, set()))
     yield runs
     runs.close()
 

@@ -151,21 +151,22 @@ LINE = re.compile(r"(KA-[A-Z-]+) seq=(\d+)(?: (.*))?$")
 
 
 def qemu_command(disk: Path, kernel: Path, initrd: Path, log: Path,
-                 append: str = APPEND, memory: int = 1536) -> list[str]:
+                 append: str = APPEND, memory: int = 1536, extra: Sequence[str] = ()) -> list[str]:
+    """extra: more qemu arguments, e.g. a watchdog device (-device i6300esb)."""
     return [
         "qemu-system-x86_64", "-accel", "tcg", "-m", str(memory), "-smp", "1",
         "-display", "none", "-monitor", "none", "-no-reboot",
         "-chardev", f"file,id=ser0,path={log},append=on", "-serial", "chardev:ser0",
         "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
         "-drive", f"file={disk},format=raw,if=virtio",
-        "-nic", "none",
+        "-nic", "none", *extra,
     ]
 
 
 def run_chain(disk: Path, kernel: Path, initrd: Path, log: Path, *,
               boot_timeout: float = 240, total_timeout: float = 1200,
               max_qemu_runs: int = 6, append: str = APPEND,
-              appends: Sequence[str] = ()) -> Chain:
+              appends: Sequence[str] = (), qemu_args: Sequence[str] = ()) -> Chain:
     """Boot disk until the guest's stages are all done (KA-END and power off).
 
     appends, when given, is the kernel command line of each qemu run in turn
@@ -194,7 +195,7 @@ def run_chain(disk: Path, kernel: Path, initrd: Path, log: Path, *,
                 with open(log, "a") as out:
                     out.write(f"\n=== host: qemu run {chain.qemu_runs} starts "
                               f"(-kernel {kernel.name}) ===\n")
-                cmd = qemu_command(disk, kernel, initrd, log, run_append)
+                cmd = qemu_command(disk, kernel, initrd, log, run_append, extra=qemu_args)
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 chain.qemu_runs += 1

@@ -276,6 +276,8 @@ def _prepare_fallback(chroot: image.Chroot, base: image.BaseTree) -> dict[str, s
     notes: dict[str, str] = {}
     _install_kernels(chroot, base, notes)
     _break_newest(chroot, base)
+    # one failed trial marks bad here; tests/vm/test_safety_net.py covers TRIES
+    chroot.sh("kexec-auto set TRIES=1")
     notes["handoff"] = chroot.sh("kexec-auto get HANDOFF").strip()
     return notes
 
@@ -319,6 +321,7 @@ def _prepare_handoff(chroot: image.Chroot, base: image.BaseTree) -> dict[str, st
     chroot.sh("echo 'kexec-auto kexec-auto/handoff boolean true' | debconf-set-selections")
     notes: dict[str, str] = {}
     _install_kernels(chroot, base, notes)
+    chroot.sh("kexec-auto set TRIES=1")  # as in the fallback scenario
     notes["handoff"] = chroot.sh("kexec-auto get HANDOFF").strip()
     return notes
 

@@ -1,0 +1,137 @@
+"""Arming and removing the safety net of a trial boot, inside the kernel on
+trial.  What each piece does, and who sets it up:
+
+* ``panic=`` (kexec-auto, on the command line it loads): a kernel panic, or
+  initramfs-tools' panic() when the root file system cannot be found,
+  resets the machine after that many seconds instead of waiting forever.
+* emergency or rescue mode (the trial generator links
+  kexec-auto-fail-trial@.service into emergency.target and rescue.target):
+  the failure is recorded and the machine reset instead of waiting for a
+  root password.
+* a boot that does not complete (the generator's deadline timer, backed by
+  JobTimeoutSec= on kexec-auto-bless.service's start job): the failure is
+  recorded, with what the boot still waits for, and the machine reset.
+* a hang (kexec-auto-trial-watchdog.service, ``watchdog-trial``): systemd's
+  runtime watchdog is armed on the machine's watchdog device, or on the
+  kernel's softdog when there is none, so that a machine that stops
+  responding is reset.
+
+All of it ends when the trial does: :func:`end` (run by ``bless``) puts the
+panic timeout and the watchdog back as they were, stops the deadline and
+lets systemd drop what the generator added.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from . import system, trial
+
+RUN_DIR = "/run/kexec-auto"
+TRIAL_OVER = f"{RUN_DIR}/trial-over"  # the generator adds nothing once this exists
+WATCHDOG_SAVED = f"{RUN_DIR}/trial-watchdog"  # how the watchdog was before the trial
+DEADLINE_TIMER = "kexec-auto-trial-deadline.timer"
+SOFTDOG = "softdog"
+
+Log = Callable[[str], None]
+
+
+def on_trial(root: str) -> Optional[int]:
+    """The deadline of the trial this boot is, None when it is no trial or
+    the trial is over."""
+    if system.at(root, TRIAL_OVER).exists():
+        return None
+    return trial.trial_deadline(system.current_cmdline_words(root))
+
+
+def arm_watchdog(root: str, log: Log, settle: int = 10) -> int:
+    """Arm systemd's runtime watchdog for this trial boot (unless the
+    administrator already runs it).  A hardware watchdog is preferred; the
+    kernel's softdog is loaded only when there is none."""
+    if on_trial(root) is None:
+        return 0
+    before = system.runtime_watchdog_usec()
+    if before is None:
+        log("warning: cannot read systemd's RuntimeWatchdogUSec; no watchdog for this trial boot")
+        return 0
+    if before:
+        log(f"systemd's runtime watchdog is already set ({before // 1000000} s); kept for this trial boot")
+        return 0
+    system.udev_settle(settle)  # let udev load the driver of a hardware watchdog first
+    loaded_softdog = False
+    if not system.watchdog_devices(root):
+        error = system.modprobe(SOFTDOG)
+        if error:
+            log(f"warning: no watchdog device and softdog cannot be loaded ({error}); "
+                "a hang of this trial boot is not caught")
+            return 0
+        loaded_softdog = True
+    saved = system.at(root, WATCHDOG_SAVED)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(f"{before} {'softdog' if loaded_softdog else '-'}\n", encoding="ascii")
+    error = system.set_runtime_watchdog_usec(trial.WATCHDOG_SECONDS * 1000000)
+    if error:
+        log(f"warning: cannot arm systemd's runtime watchdog: {error}")
+        return 0
+    devices = system.watchdog_devices(root)
+    what = system.watchdog_identity(root, devices[0]) if devices else "?"
+    log(f"trial boot: systemd's watchdog armed for {trial.WATCHDOG_SECONDS} s on {what}")
+    return 0
+
+
+def _restore_watchdog(root: str, log: Log) -> None:
+    saved = system.at(root, WATCHDOG_SAVED)
+    try:
+        before, softdog = saved.read_text(encoding="ascii").split()
+    except (OSError, ValueError):
+        return
+    error = system.set_runtime_watchdog_usec(int(before))
+    if error:
+        log(f"warning: cannot put systemd's runtime watchdog back to {before} us: {error}")
+        return
+    if softdog == SOFTDOG:
+        error = system.modprobe(SOFTDOG, remove=True)
+        if error:
+            log(f"warning: cannot unload softdog: {error}")
+    saved.unlink(missing_ok=True)
+
+
+def _restore_panic(root: str, running: str, log: Log) -> None:
+    added = trial.added_panic(system.current_cmdline_words(root))
+    if added is None or system.panic_timeout(root) != added:
+        return  # the administrator's panic= (or sysctl) is in force
+    default = system.kernel_config(root, running, "CONFIG_PANIC_TIMEOUT") or "0"
+    try:
+        system.set_panic_timeout(root, int(default))
+    except (OSError, ValueError) as error:
+        log(f"warning: cannot put the panic timeout back: {error}")
+        return
+    system.apply_sysctl("kernel.panic")  # a kernel.panic the administrator set wins
+
+
+def end(root: str, running: str, log: Log) -> None:
+    """The trial succeeded: remove every part of the safety net."""
+    if on_trial(root) is None:
+        return
+    flag = system.at(root, TRIAL_OVER)
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.write_text("", encoding="ascii")
+    _restore_panic(root, running, log)
+    _restore_watchdog(root, log)
+    system.systemctl("stop", DEADLINE_TIMER)
+    # The generator now adds nothing: reloading drops its units and drop-ins.
+    result = system.systemctl("daemon-reload")
+    if result.returncode != 0:
+        log(f"warning: systemctl daemon-reload failed: {result.stderr.strip()}")
+
+
+def failure_reason(kind: str, deadline: Optional[int]) -> str:
+    """Why the trial boot is given up, in words, from what systemd shows."""
+    if kind in ("emergency", "rescue"):
+        failed = system.failed_units()
+        return f"entered {kind} mode" + (f" (failed: {', '.join(failed[:5])})" if failed else "")
+    if kind == "deadline":
+        waiting = system.running_jobs()
+        return (f"did not complete its boot within {deadline} s"
+                + (f" (still waiting for: {', '.join(waiting[:5])})" if waiting else ""))
+    return kind

@@ -1,0 +1,285 @@
+"""VM scenarios of the trial boot's safety net: a newest kernel broken in
+each way a kernel can fail to come up, on a guest whose command line is a
+Debian cloud image's (no panic=), with kexec-auto's defaults.
+
+One chain of boots per suite walks through several failure modes in turn,
+so that the boots are shared.  For each mode the newest kernel N is broken
+(and, if need be, its mark forgotten so that it is tried again), then the
+guest reboots into it and every failed trial must bring the machine back to
+the provider kernel P by itself.  After TRIES failures N is marked bad and
+the next reboot lands in the next newest kernel O, where the next mode
+starts.  The chain ends with N repaired: a trial that succeeds, after which
+nothing of the safety net may be left.
+
+The modes:
+  panic       N's initrd makes the kernel panic ("No working init found")
+  noroot      N's initrd has no virtio_blk: initramfs-tools cannot find root
+  emergency   an fstab entry N cannot mount (its vfat module is gone):
+              systemd enters emergency mode
+  deadline    a unit that never finishes starting under N: the boot never
+              completes
+  softlockup  a module that spins with preemption off under N (the kernel
+              hangs; timer interrupts still run)
+  hardlockup  a module that spins with interrupts off under N (only a
+              hardware watchdog can reset the machine: needs a watchdog
+              device in the VM and its driver in N)
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from . import guest, image, scenarios
+
+#: the provider boots its own kernel with a Debian cloud image's kind of
+#: command line: no panic=, root read-only until systemd remounts it
+CLOUD_APPEND = "root=/dev/vda ro console=ttyS0,115200"
+KA = "/var/lib/ka-test"
+MODES = ("panic", "noroot", "emergency", "deadline", "softlockup", "hardlockup")
+#: what `kexec-auto status` must give as the reason, per mode
+REASONS = {
+    "panic": "it never reached its userspace",
+    "noroot": "it never reached its userspace",
+    "emergency": "entered emergency mode (failed: ",
+    "deadline": "did not complete its boot within 90 s (still waiting for: ka-hang.service",
+    "softlockup": "it had started its userspace",
+    "hardlockup": "it had started its userspace",
+}
+DEADLINE = 90  # TRIAL_TIMEOUT set for the deadline mode (the default is 300)
+DEFAULT_TRIES = 2
+HANG_SOURCE = Path(__file__).resolve().parent / "ka_hang"
+
+
+@dataclass(frozen=True)
+class Plan:
+    modes: tuple[str, ...]
+    tries: int = 2  # kexec-auto's default
+    handoff: bool = False
+    watchdog_device: bool = False  # -device i6300esb
+
+    @property
+    def weight(self) -> int:
+        """Rough length of the chain, to start the longest first."""
+        return 2 + len(self.modes) * (1 + self.tries)
+
+    @property
+    def name(self) -> str:
+        return "safety-" + ("handoff-" if self.handoff else "") + "-".join(self.modes) + f"-t{self.tries}"
+
+
+def hang_module(base: image.BaseTree, release: str) -> Path:
+    """ka_hang.ko built for ``release`` (cached): linux-headers in a copy of
+    the base tree, natively."""
+    source = (HANG_SOURCE / "ka_hang.c").read_bytes() + (HANG_SOURCE / "Kbuild").read_bytes()
+    import hashlib
+
+    digest = hashlib.sha256(source).hexdigest()[:10]
+    cached = image.cache_dir() / "modules" / f"ka_hang-{release}-{digest}.ko"
+    if cached.exists():
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with image.locked(cached.parent / f"{release}.lock"):
+        if cached.exists():
+            return cached
+        work = cached.parent / f"work-{release}"
+        image.copy_tree(base.path, work)
+        try:
+            chroot = image.Chroot(work, base.archives)
+            with image.locked(base.archives.resolve().parent / "archives.lock"), chroot.mounted():
+                chroot.apt_install(f"linux-headers-{release}", "gcc", "make", "libc6-dev", timeout=1200)
+                build = work / "tmp/ka_hang"
+                shutil.copytree(HANG_SOURCE, build)
+                chroot.sh(f"make -C /lib/modules/{release}/build M=/tmp/ka_hang modules", timeout=600)
+            shutil.copy2(build / "ka_hang.ko", cached)
+        finally:
+            image.run(["rm", "-rf", "--one-file-system", work], check=False)
+    return cached
+
+
+def _noroot_initrd(chroot: image.Chroot, release: str) -> None:
+    """An initrd of ``release`` without the storage driver of the root disk."""
+    conf = "/tmp/ka-initramfs-conf"
+    chroot.sh(f"""rm -rf {conf}; mkdir -p {conf}/conf.d {conf}/scripts {conf}/hooks
+sed 's/^MODULES=.*/MODULES=list/' /etc/initramfs-tools/initramfs.conf > {conf}/initramfs.conf
+: > {conf}/modules
+mkinitramfs -d {conf} -o {KA}/initrd-noroot.img {release}
+rm -rf {conf}""", timeout=600)
+    listing = chroot.sh(f"lsinitramfs {KA}/initrd-noroot.img")
+    assert "virtio_blk" not in listing, "the broken initrd still holds virtio_blk"
+
+
+def _prepare(plan: Plan):
+    def prepare(chroot: image.Chroot, base: image.BaseTree) -> dict[str, str]:
+        root = chroot.root
+        (root / KA.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        scenarios._add_repo(chroot)
+        if plan.handoff:
+            chroot.sh("echo 'kexec-auto kexec-auto/handoff boolean true' | debconf-set-selections")
+        notes = {"install": chroot.apt_install("kexec-auto")}
+        if plan.tries != DEFAULT_TRIES:
+            chroot.sh(f"kexec-auto set TRIES={plan.tries}")
+        chroot.apt_install(f"linux-image-{base.newest}")
+        chroot.apt_install(f"linux-image-{base.older}")
+        new = base.newest
+        chroot.sh(f"cp -p /boot/initrd.img-{new} {KA}/initrd-good.img")
+        (root / KA.lstrip("/") / "panic-initrd.img").write_bytes(image.panicking_initrd())
+        if "noroot" in plan.modes:
+            _noroot_initrd(chroot, new)
+        if "emergency" in plan.modes:
+            image.run(["mkfs.fat", "-C", root / KA.lstrip("/") / "fat.img", "1024"])
+            (root / "mnt/ka-fat").mkdir(parents=True, exist_ok=True)
+        if {"softlockup", "hardlockup"} & set(plan.modes):
+            shutil.copy2(hang_module(base, new), root / KA.lstrip("/") / "ka_hang.ko")  # built already
+        units = root / "etc/systemd/system"
+        # A service that never finishes starting, under N only.
+        (units / "ka-hang.service").write_text(f"""[Unit]
+Description=kexec-auto test: a unit that hangs under {new}
+ConditionKernelVersion={new}
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sleep infinity
+TimeoutStartSec=infinity
+""")
+        # A kernel hang under N, once the boot assessment saw its userspace.
+        (units / "ka-freeze.service").write_text(f"""[Unit]
+Description=kexec-auto test: hang the kernel under {new}
+ConditionKernelVersion={new}
+After=kexec-auto-load.service
+
+[Service]
+Type=oneshot
+EnvironmentFile={KA}/freeze.args
+ExecStart=/sbin/insmod {KA}/ka_hang.ko $ARGS
+""")
+        notes["handoff"] = chroot.sh("kexec-auto get HANDOFF").strip()
+        notes["tries"] = chroot.sh("kexec-auto get TRIES").strip()
+        notes["kexec_built"] = chroot.sh("cat /etc/default/kexec")
+        return notes
+    return prepare
+
+
+LIB = r"""
+N=@NEW@
+ka_repair() {  # every break undone: N boots again
+    cp {KA}/initrd-good.img /boot/initrd.img-$N
+    if [ -d {KA}/fat-modules ]; then mv {KA}/fat-modules /lib/modules/$N/kernel/fs/fat; depmod $N; fi
+    sed -i '/ka-fat/d' /etc/fstab
+    rm -f /etc/systemd/system/multi-user.target.wants/ka-hang.service \
+          /etc/systemd/system/multi-user.target.wants/ka-freeze.service
+    kexec-auto set TRIAL_TIMEOUT=300 >/dev/null
+}
+ka_break() {  # ka_break MODE: N fails to come up that way
+    ka_repair
+    case $1 in
+        panic) cp {KA}/panic-initrd.img /boot/initrd.img-$N ;;
+        noroot) cp {KA}/initrd-noroot.img /boot/initrd.img-$N ;;
+        emergency)
+            mv /lib/modules/$N/kernel/fs/fat {KA}/fat-modules; depmod $N
+            echo "{KA}/fat.img /mnt/ka-fat vfat loop 0 0" >> /etc/fstab ;;
+        deadline)
+            kexec-auto set TRIAL_TIMEOUT=@DEADLINE@ >/dev/null
+            ln -sf /etc/systemd/system/ka-hang.service /etc/systemd/system/multi-user.target.wants/ ;;
+        softlockup|hardlockup)
+            if [ "$1" = hardlockup ]; then echo ARGS=irqs_off=1; else echo ARGS=irqs_off=0; fi > {KA}/freeze.args
+            ln -sf /etc/systemd/system/ka-freeze.service /etc/systemd/system/multi-user.target.wants/ ;;
+    esac
+    systemctl daemon-reload
+    kexec-auto forget $N >/dev/null 2>&1
+    sync
+}
+ka_report() {
+    ka_wait_bless
+    ka_file cmdline /proc/cmdline
+    ka_file panic /proc/sys/kernel/panic
+    ka_json status_json kexec-auto status --json
+    ka_json list kexec-auto list --json
+    ka_file kexec /etc/default/kexec
+}
+""".replace("{KA}", KA)
+
+NO_TRACE = r"""ka_wait_bless
+ka_result trace_panic "$(cat /proc/sys/kernel/panic)"
+ka_result trace_watchdog "$(busctl get-property org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager RuntimeWatchdogUSec)"
+ka_result trace_softdog "$(grep -c '^softdog ' /proc/modules)"
+ka_result trace_units "$(systemctl list-units --all --plain --no-legend 'kexec-auto-trial*' 'kexec-auto-fail-trial*' | awk '{print $1 "=" $3 "/" $4}')"
+ka_result trace_emergency "$(systemctl show -P Wants emergency.target)"
+ka_result trace_bless_timeout "$(systemctl show -P JobTimeoutUSec kexec-auto-bless.service)"
+ka_result trace_generated "$(ls /run/systemd/generator 2>/dev/null | grep -c kexec-auto)"
+"""
+
+
+#: the good trial is still running well after its deadline and the backstop
+SURVIVE = r"""i=0
+while [ "$(cut -d. -f1 /proc/uptime)" -lt 105 ] && [ "$i" -lt 300 ]; do sleep 1; i=$((i + 1)); done
+ka_result survived_uptime "$(cut -d' ' -f1 /proc/uptime)"
+"""
+
+
+def _stages(plan: Plan):
+    """Without hand-off: stage 0 runs in P; per mode, one stage breaks N and
+    reboots into it, then one stage in P per failed trial reboots again,
+    the last one into O.  With hand-off: stage 0 runs in N (the hand-off at
+    the first power-on); per mode, a stage breaks N and power-cycles
+    (coldreboot): P hands off to N, which fails, the reset brings P back,
+    which hands off to O, where the next stage runs; while N has tries
+    left, that stage reboots into N once more."""
+    def stages(base: image.BaseTree) -> list[str]:
+        lib = (scenarios.ASSESS_LIB + LIB).replace("@NEW@", base.newest).replace("@DEADLINE@", str(DEADLINE))
+        journal = "ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service\n"
+        out: list[str] = []
+        for mode in plan.modes:
+            first = "coldreboot" if plan.handoff else "reboot"
+            out.append(lib + f"ka_result episode {mode}:start\nka_report\nka_break {mode}\nka_do {first}\n")
+            for attempt in range(1, plan.tries + 1):
+                last = attempt == plan.tries
+                # after failed trial number `attempt`: in P, or in O with the hand-off
+                state = "bad" if last else f"failed{attempt}"
+                out.append(lib + f"ka_result episode {mode}:{state}\nka_report\n" + journal
+                           + ("ka_do reboot\n" if not (plan.handoff and last) else ""))
+        # repair N; the next reboot is a trial of N that succeeds
+        # (with the shortest deadline, which the good trial must outlive)
+        out.append(lib + "ka_result episode repaired\nka_report\nka_repair\n"
+                   "kexec-auto set TRIAL_TIMEOUT=30 >/dev/null\n"
+                   f"kexec-auto forget {base.newest} >/dev/null 2>&1\nsync\nka_do reboot\n")
+        out.append(lib + "ka_result episode good-trial\nka_report\n" + NO_TRACE + SURVIVE)
+        return out
+    return stages
+
+
+def build(suite: str, plan: Plan) -> scenarios.Built:
+    if {"softlockup", "hardlockup"} & set(plan.modes):
+        base = image.base_tree(suite)
+        hang_module(base, base.newest)  # before _build takes the package cache's lock
+    qemu_args = ["-device", "i6300esb"] if plan.watchdog_device else []
+    failures = len(plan.modes) * (1 if plan.handoff else plan.tries)
+    return scenarios._build(
+        suite, plan.name, _prepare(plan), _stages(plan),
+        {"append": CLOUD_APPEND, "qemu_args": qemu_args, "boot_timeout": 420,
+         "total_timeout": 600 + 240 * failures, "max_qemu_runs": 2 + 2 * failures},
+    )
+
+
+def chain_boots(chain: guest.Chain) -> list[tuple[int, str, int, str]]:
+    return [(b.seq, b.uname, b.qemu_run, b.results.get("episode", "")) for b in chain.boots]
+
+
+def qemu_run_log(chain: guest.Chain, run: int) -> str:
+    text = chain.log.read_text(errors="replace")
+    start = text.find(f"=== host: qemu run {run} starts")
+    end = text.find(f"=== host: qemu run {run + 1} starts")
+    return text[start:end if end != -1 else None]
+
+
+def serial_excerpt(chain: guest.Chain, seq_from: int, seq_to: int) -> str:
+    """The serial log between two stage boots, for assertion messages."""
+    text = chain.log.read_text(errors="replace")
+    start = text.find(f"KA-BOOT seq={seq_from} ")
+    end = text.find(f"KA-BOOT seq={seq_to} ")
+    return text[start:end if end != -1 else None][-4000:]
+
+
+def modes_for(suite: str, names: Sequence[str]) -> tuple[str, ...]:
+    return tuple(names)

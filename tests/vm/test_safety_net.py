@@ -1,0 +1,140 @@
+"""Never stuck: every way a trial kernel can fail to come up ends back on a
+working kernel, with no command typed (see safety.py for the chains).
+
+The guests boot the provider kernel with a Debian cloud image's kind of
+command line (no panic=): whatever brings them back comes from kexec-auto's
+defaults.  Each failed trial must show as a firmware reset (qemu exits
+under -no-reboot and the provider kernel boots again), be counted with its
+reason in `kexec-auto status`, `kexec-auto list` and the journal, and after
+TRIES failures the kernel is bad and the next reboot lands in the next
+newest kernel.  The chain ends with a trial that succeeds, which must leave
+nothing of the safety net behind and not be reset after its deadline.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from . import safety
+from .scenarios import step
+
+pytestmark = pytest.mark.vm
+
+#: which chains CI runs (one representative of every failure mode, both
+#: suites); KEXEC_AUTO_VM_MATRIX=full runs every mode on both suites, with
+#: and without the hand-off
+CI_PLANS = {
+    "bookworm": (
+        safety.Plan(("panic", "emergency", "softlockup"), tries=2),
+    ),
+    "trixie": (
+        safety.Plan(("noroot", "deadline", "hardlockup"), tries=1, watchdog_device=True),
+        safety.Plan(("panic", "emergency"), tries=1, handoff=True),
+    ),
+}
+FULL_PLANS = {
+    "bookworm": (
+        safety.Plan(("panic", "noroot", "emergency", "deadline", "softlockup"), tries=2),
+        safety.Plan(("panic", "noroot", "emergency", "deadline", "softlockup"), tries=2, handoff=True),
+    ),
+    "trixie": (
+        safety.Plan(("panic", "noroot", "emergency", "deadline", "softlockup", "hardlockup"), tries=2,
+                    watchdog_device=True),
+        safety.Plan(("panic", "noroot", "emergency", "deadline", "hardlockup"), tries=2, handoff=True,
+                    watchdog_device=True),
+    ),
+}
+
+
+def plans() -> list[tuple[str, safety.Plan]]:
+    table = FULL_PLANS if os.environ.get("KEXEC_AUTO_VM_MATRIX") == "full" else CI_PLANS
+    return [(suite, plan) for suite, suite_plans in table.items() for plan in suite_plans]
+
+
+#: signs on the serial console that the trial kernel failed the way it was broken
+SIGNS = {
+    "panic": "Kernel panic - not syncing: No working init found",
+    "noroot": "Rebooting automatically due to panic= boot argument",
+    "emergency": "gives up its trial boot: entered emergency mode",
+    "deadline": "gives up its trial boot: did not complete its boot within",
+    "softlockup": "ka_hang: hanging this CPU with preemption off",
+    "hardlockup": "ka_hang: hanging this CPU with interrupts off",
+}
+
+
+def status(boot) -> dict:
+    return json.loads(boot.results.get("status_json") or "{}")
+
+
+def kernels(boot) -> dict:
+    return {k["release"]: k for k in json.loads(boot.results.get("list") or '{"kernels": []}')["kernels"]}
+
+
+@pytest.mark.parametrize("suite,plan", plans(), ids=lambda value: getattr(value, "name", value))
+def test_every_failed_trial_comes_back_by_itself(vm_runs, suite, plan):
+    built, chain = vm_runs.get_safety(suite, plan)
+    base = built.base
+    provider, older, new = base.provider, base.older, base.newest
+    with step(chain, suite, plan.name):
+        assert chain.error is None and chain.ended, (chain.error, safety.chain_boots(chain))
+        assert built.notes["tries"] == str(plan.tries), built.notes
+        boots = {b.results.get("episode", ""): b for b in chain.boots}
+        first = chain.boots[0]
+        assert first.qemu_run == 0
+        assert first.uname == (new if plan.handoff else provider), safety.chain_boots(chain)
+        for mode in plan.modes:
+            start = boots[f"{mode}:start"]
+            for attempt in range(1, plan.tries + 1):
+                label = "bad" if attempt == plan.tries else f"failed{attempt}"
+                before = start if attempt == 1 else boots[f"{mode}:failed{attempt - 1}"]
+                after = boots[f"{mode}:{label}"]
+                where = f"{mode}, failed trial {attempt}: boots {safety.chain_boots(chain)}"
+                # the trial kernel ran in the qemu process of the stage before ...
+                run_log = safety.qemu_run_log(chain, before.qemu_run + (1 if plan.handoff and attempt == 1 else 0))
+                assert f"Linux version {new}" in run_log, where
+                assert SIGNS[mode] in run_log, f"{where}\n{run_log[-3000:]}"
+                assert "kexec_auto.trial=" in run_log, where
+                # ... and a firmware reset brought the machine back
+                if plan.handoff:
+                    # the power-on hands off to N, N fails, the reset's hand-off goes to O
+                    assert after.uname == older, where
+                    assert after.qemu_run >= before.qemu_run + 2 - (attempt > 1), where
+                else:
+                    assert (after.uname, after.qemu_run) == (provider, before.qemu_run + 1), where
+                data = status(after)
+                reason = safety.REASONS[mode]
+                if label == "bad":
+                    assert reason in data["bad_kernels"].get(new, ""), (where, data)
+                    assert kernels(after)[new]["boot"] == "bad" and not kernels(after)[new]["selectable"]
+                    assert kernels(after)[new]["why_not"].startswith("marked bad: "), kernels(after)[new]
+                    assert data["selected"] == older, (where, data)
+                    event = f"{new} failed to boot ("
+                    assert event in after.results.get("journal.out", "") or plan.handoff, after.results
+                else:
+                    failing = data["failed_kernels"].get(new)
+                    assert failing and reason in failing["why"], (where, data)
+                    assert failing["tries_left"] == plan.tries - attempt, failing
+                    assert kernels(after)[new]["boot"] == "failed", kernels(after)[new]
+                    assert data["selected"] == new, data  # tried again at the next reboot
+                    if not plan.handoff:
+                        assert "failed trial" in after.results.get("journal.out", ""), after.results
+                assert any(f"{new} failed to boot" in e for e in data["boot_events"]), data
+            # N bad: the next reboot lands in O, through kexec, and stays there
+            bad = boots[f"{mode}:bad"]
+            following = chain.boots[chain.boots.index(bad) + 1]
+            assert (following.uname, following.qemu_run) == (older, bad.qemu_run), safety.chain_boots(chain)
+        repaired, good = boots["repaired"], boots["good-trial"]
+        assert (good.uname, good.qemu_run) == (new, repaired.qemu_run), safety.chain_boots(chain)
+        assert "kexec_auto.trial=30" in good.results.get("cmdline", ""), good.results
+        # a trial that succeeds: marked good, no trace of the net, not reset after its deadline
+        assert status(good)["trying"] is None and kernels(good)[new]["boot"] == "good", good.results
+        assert good.results.get("trace_panic") == "0", good.results
+        assert good.results.get("trace_watchdog") == "t 0", good.results
+        assert good.results.get("trace_softdog") == "0", good.results
+        assert "kexec-auto-fail-trial" not in good.results.get("trace_emergency", "x"), good.results
+        assert good.results.get("trace_bless_timeout") == "infinity", good.results
+        assert good.results.get("trace_generated") == "0", good.results
+        assert "inactive" not in good.results.get("trace_units", "").replace("inactive/dead", ""), good.results
+        assert float(good.results.get("survived_uptime", "0")) > 30 + 60 + 10, good.results
