@@ -17,7 +17,7 @@ import pytest
 
 from debbuild import session_build
 
-from . import debian_tree
+import debimage
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 SUITES = ("bookworm", "trixie")
@@ -48,7 +48,7 @@ def kexec_auto_deb(as_root: None, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def kexec_auto_repo(kexec_auto_deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A flat apt repository holding only the kexec-auto .deb."""
-    return debian_tree.local_repo([kexec_auto_deb], tmp_path_factory.mktemp("repo"))
+    return debimage.local_repo([kexec_auto_deb], tmp_path_factory.mktemp("repo"))
 
 
 @pytest.fixture(params=SUITES)
@@ -59,16 +59,15 @@ def suite(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def package_tree(
     as_root: None, suite: str, kexec_auto_repo: Path, tmp_path: Path
-) -> Iterator[debian_tree.Chroot]:
+) -> Iterator[debimage.Chroot]:
     """A mounted throwaway copy of the cached suite tree, apt lists fresh,
     the kexec-auto repository in its sources, downloads kept in the cache."""
     start = time.monotonic()
-    tree = debian_tree.cached_tree(suite)
+    tree = debimage.cached_tree(suite)
     print(f"{suite}: tree {tree} ready after {time.monotonic() - start:.0f} s")
-    with debian_tree.throwaway_copy(tree, tmp_path / suite) as root:
-        chroot = debian_tree.Chroot(root)
+    with debimage.throwaway_copy(tree, tmp_path / suite) as root:
+        chroot = debimage.Chroot(root, debimage.apt_archive_cache(suite))
         chroot.add_local_repo(kexec_auto_repo, REPO_INSIDE)
-        binds = {debian_tree.apt_archive_cache(suite): "/var/cache/apt/archives"}
-        with chroot.mounted(binds):
+        with chroot.mounted():
             chroot.run("apt-get update -q", timeout=600)
             yield chroot

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from .debian_tree import Chroot, file_list
+from debimage import Chroot, file_list
 
 pytestmark = pytest.mark.chroot
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import debimage
+
 APPEND = "root=/dev/vda rw console=ttyS0 panic=5"
 
 RUNNER = r"""#!/bin/sh
@@ -136,8 +138,11 @@ class Chain:
     ended: bool = False
     qemu_runs: int = 0
     qemu_started: list[float] = field(default_factory=list)
+    qemu_exited: list[float] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    #: (host monotonic time, qemu run, line) of serial lines matching MARKS
+    marks: list[tuple[float, int, str]] = field(default_factory=list)
 
     def boot(self, seq: int) -> Boot:
         for boot in self.boots:
@@ -149,28 +154,32 @@ class Chain:
 
 LINE = re.compile(r"(KA-[A-Z-]+) seq=(\d+)(?: (.*))?$")
 
-
-def qemu_command(disk: Path, kernel: Path, initrd: Path, log: Path,
-                 append: str = APPEND, memory: int = 1536, extra: Sequence[str] = ()) -> list[str]:
-    """extra: more qemu arguments, e.g. a watchdog device (-device i6300esb)."""
-    return [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", str(memory), "-smp", "1",
-        "-display", "none", "-monitor", "none", "-no-reboot",
-        "-chardev", f"file,id=ser0,path={log},append=on", "-serial", "chardev:ser0",
-        "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
-        "-drive", f"file={disk},format=raw,if=virtio",
-        "-nic", "none", *extra,
-    ]
+#: Serial lines whose host arrival time is kept (Chain.marks): where a
+#: reboot goes through firmware, boot loader and kernel.
+MARKS = re.compile(r"Linux version \S+|reboot: Restarting system|reboot: Power down"
+                   r"|kexec_core: Starting new kernel|Booting `[^']*'|Welcome to GRUB|BdsDxe: \S+ \S+")
 
 
-def run_chain(disk: Path, kernel: Path, initrd: Path, log: Path, *,
+def qemu_command(disk: Path, kernel: Path | None, initrd: Path | None, log: Path,
+                 append: str = APPEND, memory: int = 1536, layout: str = "provider",
+                 vars_file: Path | None = None, extra: Sequence[str] = ()) -> list[str]:
+    return debimage.qemu_command(layout, disk, log, kernel=kernel, initrd=initrd, append=append,
+                                 vars_file=vars_file, memory=memory, extra=extra)
+
+
+def run_chain(disk: Path, kernel: Path | None, initrd: Path | None, log: Path, *,
               boot_timeout: float = 240, total_timeout: float = 1200,
               max_qemu_runs: int = 6, append: str = APPEND,
-              appends: Sequence[str] = (), qemu_args: Sequence[str] = ()) -> Chain:
+              appends: Sequence[str] = (), layout: str = "provider",
+              vars_file: Path | None = None, qemu_args: Sequence[str] = ()) -> Chain:
     """Boot disk until the guest's stages are all done (KA-END and power off).
 
     appends, when given, is the kernel command line of each qemu run in turn
-    (the last one repeats); otherwise every run gets append.
+    (the last one repeats); otherwise every run gets append.  Both only
+    matter for the "provider" layout, whose qemu boots kernel and initrd
+    itself; the other layouts boot through firmware and GRUB (vars_file:
+    the VM's UEFI variable store).  qemu_args are added to every qemu run
+    (devices, e.g. ["-device", "i6300esb"]).
 
     Never raises for guest behaviour: timeouts and surprises land in
     Chain.error, with the whole serial log in `log`.  Every qemu started here
@@ -192,10 +201,12 @@ def run_chain(disk: Path, kernel: Path, initrd: Path, log: Path, *,
                     chain.error = f"qemu exited {chain.qemu_runs} times without KA-END"
                     break
                 run_append = appends[min(chain.qemu_runs, len(appends) - 1)] if appends else append
+                booted = f"-kernel {kernel.name}" if layout == "provider" and kernel else f"{layout} firmware"
                 with open(log, "a") as out:
                     out.write(f"\n=== host: qemu run {chain.qemu_runs} starts "
-                              f"(-kernel {kernel.name}) ===\n")
-                cmd = qemu_command(disk, kernel, initrd, log, run_append, extra=qemu_args)
+                              f"({booted}) ===\n")
+                cmd = qemu_command(disk, kernel, initrd, log, run_append, layout=layout,
+                                   vars_file=vars_file, extra=qemu_args)
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 chain.qemu_runs += 1
@@ -211,6 +222,9 @@ def run_chain(disk: Path, kernel: Path, initrd: Path, log: Path, *,
             now = time.monotonic()
             for raw in lines:
                 line = raw.strip("\r")
+                mark = MARKS.search(line)
+                if mark:
+                    chain.marks.append((now, chain.qemu_runs - 1, mark.group(0)))
                 match = LINE.search(line)
                 if not match:
                     continue
@@ -235,6 +249,7 @@ def run_chain(disk: Path, kernel: Path, initrd: Path, log: Path, *,
                 elif kind == "KA-END":
                     chain.ended = True
             if exited:
+                chain.qemu_exited.append(now)
                 err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
                 with open(log, "a") as out:
                     out.write(f"\n=== host: qemu run {chain.qemu_runs - 1} exited "

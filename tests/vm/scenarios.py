@@ -30,34 +30,63 @@ class Built:
     notes: dict[str, str]
     #: keyword arguments for guest.run_chain (e.g. a command line per qemu run)
     chain_options: dict[str, object] = field(default_factory=dict)
+    #: how the disk boots: "provider" (qemu -kernel), "bios", "uefi", "secureboot"
+    layout: str = "provider"
+    #: GRUB's menu timeout in seconds (firmware layouts)
+    grub_timeout: int | None = None
+
+
+def grub_cmdline(append: str = guest.APPEND) -> str:
+    """The guest's command line as GRUB passes it: the provider path's words
+    without root= and rw (GRUB gives root=UUID=... ro itself).
+
+    >>> grub_cmdline("root=/dev/vda rw console=ttyS0 panic=5")
+    'console=ttyS0 panic=5'
+    """
+    return " ".join(w for w in append.split() if not w.startswith("root=") and w != "rw")
 
 
 def _build(suite: str, scenario: str,
            prepare: Callable[[image.Chroot, image.BaseTree], dict[str, str] | None],
            stages: Callable[[image.BaseTree], Sequence[str]],
-           chain_options: dict[str, object] | None = None) -> Built:
+           chain_options: dict[str, object] | None = None, *,
+           layout: str = "provider", grub_timeout: int = 5) -> Built:
+    """Build the disk of scenario for suite in this session's own work directory.
+
+    layout picks how the disk boots (image.LAYOUTS); for the firmware layouts
+    GRUB's default entry is pinned to the provider kernel and its menu waits
+    grub_timeout seconds (Debian's installed default is 5, cloud images 0).
+    """
     start = time.monotonic()
-    base = image.base_tree(suite)
-    work = base.path.parent / f"work-{scenario}"
-    disk = base.path.parent / f"{scenario}.img"
-    with image.locked(base.path.parent / f"work-{scenario}.lock"):
-        image.copy_tree(base.path, work)
-        try:
-            chroot = image.Chroot(work, base.archives)
-            # the package cache is shared by every build of the suite, and apt
-            # refuses to run while another apt holds its lock: one at a time
-            with image.locked(base.archives.resolve().parent / "archives.lock"), chroot.mounted():
-                notes = prepare(chroot, base) or {}
-            image.configure_guest(work)
-            guest.install_driver(work, stages(base))
-            image.make_disk(work, disk)
-        finally:
-            image.run(["rm", "-rf", "--one-file-system", work], check=False)
-    return Built(suite, scenario, disk, base, time.monotonic() - start, notes, chain_options or {})
+    base = image.base_tree(suite, layout)
+    work = image.work_dir(f"{suite}-{layout}-{scenario}")
+    root = work / "root"
+    disk = work / f"{scenario}.img"
+    try:
+        image.copy_tree(base.path, root)
+        chroot = image.Chroot(root, base.archives)
+        boot_files: dict[str, Path] = {}
+        with chroot.mounted():
+            notes = prepare(chroot, base) or {}
+            if layout != "provider":
+                notes["grub_cfg"] = image.configure_grub(chroot, base, grub_timeout, grub_cmdline())
+                boot_files = image.install_boot_loader_files(chroot, layout, work / "boot-files")
+        image.configure_guest(root, layout)
+        guest.install_driver(root, stages(base))
+        image.make_image(root, disk, layout, boot_files)
+    finally:
+        image.run(["rm", "-rf", "--one-file-system", root], check=False)
+    return Built(suite, scenario, disk, base, time.monotonic() - start, notes, chain_options or {},
+                 layout, grub_timeout if layout != "provider" else None)
 
 
 def boot_chain(built: Built, **kwargs: object) -> guest.Chain:
+    """Run the guest's chain of stages on built's disk (a fresh UEFI variable
+    store for every chain); kwargs go to guest.run_chain."""
     log = built.disk.parent / f"{built.scenario}.serial.log"
+    vars_file = image.firmware_vars(built.layout, built.disk.parent / f"{built.scenario}.vars.fd")
+    kwargs.setdefault("layout", built.layout)
+    kwargs.setdefault("vars_file", vars_file)
     return guest.run_chain(built.disk, built.base.kernel, built.base.initrd, log, **kwargs)  # type: ignore[arg-type]
 
 

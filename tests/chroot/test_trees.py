@@ -1,0 +1,31 @@
+"""The tree builder on every Debian release the tests know, forky included.
+
+bookworm's debootstrap has no forky script (testing is bootstrapped with
+sid's), and the copy of testing reachable here may be past its Valid-Until:
+the tree must still bootstrap, and apt in it must read all three suites.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import debimage
+
+pytestmark = pytest.mark.chroot
+
+
+def test_forky_tree_bootstraps_and_apt_reads_its_suites(as_root: None, tmp_path: Path) -> None:
+    tree = debimage.cached_tree("forky")
+    assert (tree / "etc/apt/apt.conf.d/90kexec-auto-tests").read_text() == debimage.SUITE_APT_CONF["forky"]
+    assert "forky-security" in (tree / "etc/apt/sources.list").read_text()
+    with debimage.throwaway_copy(tree, tmp_path / "forky") as root:
+        chroot = debimage.Chroot(root, debimage.apt_archive_cache("forky"))
+        with chroot.mounted():
+            update = chroot.run("apt-get update", timeout=600)
+            assert "forky" in update.stdout and "Err:" not in update.stdout, update.stdout + update.stderr
+            policy = chroot.run("apt-cache policy").stdout
+            for suite in ("forky/main", "forky-security/main"):
+                assert f"{suite} amd64 Packages" in policy, policy
+            assert chroot.run("apt-cache show kexec-tools").returncode == 0
+    assert (tree / "etc/apt/sources.list").is_file(), "the cached tree itself was touched"
