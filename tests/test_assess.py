@@ -144,23 +144,30 @@ def test_a_state_written_before_tries_were_counted_still_reads():
 
 
 class FakeRun:
-    """Records commands; answers busctl's get-property like systemd does."""
+    """Records commands; systemctl shows RuntimeWatchdogUSec as systemd would,
+    from the administrator's setting and the trial's drop-in at the last reload."""
 
-    def __init__(self):
+    def __init__(self, root=None):
         self.calls = []
-        self.watchdog_usec = 0
+        self.root = root
+        self.admin_watchdog = "0"
+        self.watchdog = "0"
 
     def __call__(self, argv):
         self.calls.append(argv)
         out = ""
-        if argv[:2] == ["busctl", "get-property"]:
-            out = f"t {self.watchdog_usec}\n"
-        elif argv[:2] == ["busctl", "set-property"]:
-            self.watchdog_usec = int(argv[-1])
+        if argv[0].endswith("systemctl") and argv[1:] == ["show", "--property=RuntimeWatchdogUSec", "--value"]:
+            out = self.watchdog + "\n"
+        elif argv[0].endswith("systemctl") and argv[1:] == ["daemon-reload"]:
+            dropin = self.root.file("/run/systemd/system.conf.d/50-kexec-auto-trial.conf")
+            self.watchdog = "1min" if dropin.exists() and self.admin_watchdog == "0" else self.admin_watchdog
         return subprocess.CompletedProcess(argv, 0, out, "")
 
     def named(self, *prefix):
         return [c for c in self.calls if c[: len(prefix)] == list(prefix)]
+
+    def ending(self, name):
+        return [c[1:] for c in self.calls if c[0].endswith(name)]
 
 
 @pytest.fixture
@@ -173,7 +180,7 @@ def machine(root, monkeypatch):
     monkeypatch.setattr(system, "kexec_binary", lambda: "/sbin/kexec")
     monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
     monkeypatch.setattr(system, "booting", lambda: True)
-    fake = FakeRun()
+    fake = FakeRun(root)
     monkeypatch.setattr(system, "run", fake)
     root.fake_run = fake
     assert cli.main(["update", "--root", str(root)]) == 0
@@ -315,18 +322,21 @@ def test_a_trial_that_succeeds_leaves_no_safety_net(machine, capsys):
     # kexec-auto-trial-watchdog.service: no watchdog device, softdog is loaded
     assert cli.main(["watchdog-trial", "--root", r]) == 0
     fake = machine.fake_run
-    assert fake.named("modprobe") == [["modprobe", "softdog"]] or fake.named("/usr/sbin/modprobe") \
-        or fake.named("/sbin/modprobe")
-    assert fake.watchdog_usec == 60_000_000
+    assert fake.ending("modprobe") == [["softdog"]]
+    dropin = "/run/systemd/system.conf.d/50-kexec-auto-trial.conf"
+    assert "RuntimeWatchdogSec=60\n" in machine.read(dropin)
+    assert fake.ending("systemctl")[-1] == ["daemon-reload"] and fake.watchdog == "1min"
     assert "watchdog armed for 60 s" in capsys.readouterr().err
     cli.main(["boot", "--root", r])
     fake.calls.clear()
     assert cli.main(["bless", "--root", r]) == 0
     assert machine.read("/proc/sys/kernel/panic") == "0\n"
-    assert fake.watchdog_usec == 0
-    assert [c[1:] for c in fake.calls if c[0].endswith("modprobe")] == [["-r", "softdog"]]
-    assert [c[1:] for c in fake.calls if c[0].endswith("systemctl")] == [
-        ["stop", "kexec-auto-trial-deadline.timer"], ["daemon-reload"]]
+    assert not machine.exists(dropin) and fake.watchdog == "0"
+    assert fake.ending("modprobe") == [["-r", "softdog"]]
+    assert fake.ending("systemctl") == [["stop", "kexec-auto-trial-deadline.timer"], ["daemon-reload"]]
+    # softdog goes only once systemd let go of it
+    names = [c[0].rsplit("/", 1)[-1] + " " + c[1] for c in fake.calls]
+    assert names.index("systemctl daemon-reload") < names.index("modprobe -r")
     assert machine.exists("/run/kexec-auto/trial-over")
     # Once over, the trial's units do nothing.
     fake.calls.clear()
@@ -341,17 +351,19 @@ def test_the_trial_watchdog_prefers_hardware_and_keeps_the_administrators(machin
     kexec_boots(machine, NEW)
     machine.write("/sys/class/watchdog/watchdog0/identity", "i6300ESB timer\n")
     assert cli.main(["watchdog-trial", "--root", r]) == 0
-    assert not [c for c in machine.fake_run.calls if c[0].endswith("modprobe")]
-    assert machine.fake_run.watchdog_usec == 60_000_000
-    assert machine.read("/run/kexec-auto/trial-watchdog") == "0 -\n"
+    assert machine.fake_run.ending("modprobe") == []
+    assert machine.fake_run.watchdog == "1min"
+    assert machine.read("/run/kexec-auto/trial-watchdog") == "-\n"
     # systemd's RuntimeWatchdogSec set by the administrator stays.
     machine.file("/run/kexec-auto/trial-watchdog").unlink()
-    machine.fake_run.watchdog_usec = 30_000_000
+    machine.file("/run/systemd/system.conf.d/50-kexec-auto-trial.conf").unlink()
+    machine.fake_run.admin_watchdog = machine.fake_run.watchdog = "30s"
     machine.fake_run.calls.clear()
     assert cli.main(["watchdog-trial", "--root", r]) == 0
-    assert not machine.fake_run.named("busctl", "set-property")
+    assert not machine.exists("/run/systemd/system.conf.d/50-kexec-auto-trial.conf")
+    assert machine.fake_run.ending("systemctl") == [["show", "--property=RuntimeWatchdogUSec", "--value"]]
     cli.main(["bless", "--root", r])
-    assert machine.fake_run.watchdog_usec == 30_000_000
+    assert machine.fake_run.watchdog == "30s"
 
 
 def test_the_administrators_panic_timeout_is_not_touched(machine):

@@ -12,9 +12,9 @@ trial.  What each piece does, and who sets it up:
   JobTimeoutSec= on kexec-auto-bless.service's start job): the failure is
   recorded, with what the boot still waits for, and the machine reset.
 * a hang (kexec-auto-trial-watchdog.service, ``watchdog-trial``): systemd's
-  runtime watchdog is armed on the machine's watchdog device, or on the
-  kernel's softdog when there is none, so that a machine that stops
-  responding is reset.
+  runtime watchdog is armed (a drop-in in /run/systemd/system.conf.d and a
+  reload) on the machine's watchdog device, or on the kernel's softdog when
+  there is none, so that a machine that stops responding is reset.
 
 All of it ends when the trial does: :func:`end` (run by ``bless``) puts the
 panic timeout and the watchdog back as they were, stops the deadline and
@@ -29,7 +29,8 @@ from . import system, trial
 
 RUN_DIR = "/run/kexec-auto"
 TRIAL_OVER = f"{RUN_DIR}/trial-over"  # the generator adds nothing once this exists
-WATCHDOG_SAVED = f"{RUN_DIR}/trial-watchdog"  # how the watchdog was before the trial
+WATCHDOG_SAVED = f"{RUN_DIR}/trial-watchdog"  # whether the trial loaded softdog
+WATCHDOG_DROPIN = "/run/systemd/system.conf.d/50-kexec-auto-trial.conf"
 DEADLINE_TIMER = "kexec-auto-trial-deadline.timer"
 SOFTDOG = "softdog"
 
@@ -44,18 +45,19 @@ def on_trial(root: str) -> Optional[int]:
     return trial.trial_deadline(system.current_cmdline_words(root))
 
 
-def arm_watchdog(root: str, log: Log, settle: int = 10) -> int:
+def arm_watchdog(root: str, log: Log, settle: int = 5) -> int:
     """Arm systemd's runtime watchdog for this trial boot (unless the
-    administrator already runs it).  A hardware watchdog is preferred; the
-    kernel's softdog is loaded only when there is none."""
+    administrator already runs it): a drop-in in /run/systemd/system.conf.d
+    and a reload.  A hardware watchdog is preferred; the kernel's softdog is
+    loaded only when there is none."""
     if on_trial(root) is None:
         return 0
-    before = system.runtime_watchdog_usec()
+    before = system.runtime_watchdog()
     if before is None:
         log("warning: cannot read systemd's RuntimeWatchdogUSec; no watchdog for this trial boot")
         return 0
-    if before:
-        log(f"systemd's runtime watchdog is already set ({before // 1000000} s); kept for this trial boot")
+    if before != "0":
+        log(f"systemd's runtime watchdog is already set ({before}); kept for this trial boot")
         return 0
     system.udev_settle(settle)  # let udev load the driver of a hardware watchdog first
     loaded_softdog = False
@@ -68,10 +70,15 @@ def arm_watchdog(root: str, log: Log, settle: int = 10) -> int:
         loaded_softdog = True
     saved = system.at(root, WATCHDOG_SAVED)
     saved.parent.mkdir(parents=True, exist_ok=True)
-    saved.write_text(f"{before} {'softdog' if loaded_softdog else '-'}\n", encoding="ascii")
-    error = system.set_runtime_watchdog_usec(trial.WATCHDOG_SECONDS * 1000000)
-    if error:
-        log(f"warning: cannot arm systemd's runtime watchdog: {error}")
+    saved.write_text("softdog\n" if loaded_softdog else "-\n", encoding="ascii")
+    dropin = system.at(root, WATCHDOG_DROPIN)
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text(
+        "# kexec-auto: this boot is a trial; kexec-auto bless removes this file.\n"
+        f"[Manager]\nRuntimeWatchdogSec={trial.WATCHDOG_SECONDS}\n", encoding="ascii")
+    result = system.systemctl("daemon-reload")
+    if result.returncode != 0:
+        log(f"warning: cannot arm systemd's runtime watchdog: {result.stderr.strip()}")
         return 0
     devices = system.watchdog_devices(root)
     what = system.watchdog_identity(root, devices[0]) if devices else "?"
@@ -80,14 +87,12 @@ def arm_watchdog(root: str, log: Log, settle: int = 10) -> int:
 
 
 def _restore_watchdog(root: str, log: Log) -> None:
+    """After the reload that drops the drop-in (systemd then disarms the
+    device): unload softdog if the trial loaded it."""
     saved = system.at(root, WATCHDOG_SAVED)
     try:
-        before, softdog = saved.read_text(encoding="ascii").split()
-    except (OSError, ValueError):
-        return
-    error = system.set_runtime_watchdog_usec(int(before))
-    if error:
-        log(f"warning: cannot put systemd's runtime watchdog back to {before} us: {error}")
+        softdog = saved.read_text(encoding="ascii").strip()
+    except OSError:
         return
     if softdog == SOFTDOG:
         error = system.modprobe(SOFTDOG, remove=True)
@@ -117,12 +122,14 @@ def end(root: str, running: str, log: Log) -> None:
     flag.parent.mkdir(parents=True, exist_ok=True)
     flag.write_text("", encoding="ascii")
     _restore_panic(root, running, log)
-    _restore_watchdog(root, log)
+    system.at(root, WATCHDOG_DROPIN).unlink(missing_ok=True)
     system.systemctl("stop", DEADLINE_TIMER)
-    # The generator now adds nothing: reloading drops its units and drop-ins.
+    # The generator now adds nothing: reloading drops its units and drop-ins,
+    # and systemd disarms the watchdog the trial armed.
     result = system.systemctl("daemon-reload")
     if result.returncode != 0:
         log(f"warning: systemctl daemon-reload failed: {result.stderr.strip()}")
+    _restore_watchdog(root, log)
 
 
 def failure_reason(kind: str, deadline: Optional[int]) -> str:

@@ -72,9 +72,9 @@ class Plan:
 def hang_module(base: image.BaseTree, release: str) -> Path:
     """ka_hang.ko built for ``release`` (cached): linux-headers in a copy of
     the base tree, natively."""
-    source = (HANG_SOURCE / "ka_hang.c").read_bytes() + (HANG_SOURCE / "Kbuild").read_bytes()
     import hashlib
 
+    source = (HANG_SOURCE / "ka_hang.c").read_bytes() + (HANG_SOURCE / "Kbuild").read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:10]
     cached = image.cache_dir() / "modules" / f"ka_hang-{release}-{digest}.ko"
     if cached.exists():
@@ -83,16 +83,18 @@ def hang_module(base: image.BaseTree, release: str) -> Path:
     with image.locked(cached.parent / f"{release}.lock"):
         if cached.exists():
             return cached
-        work = cached.parent / f"work-{release}"
-        image.copy_tree(base.path, work)
+        work = image.work_dir(f"ka-hang-{release}")
+        root = work / "root"
         try:
-            chroot = image.Chroot(work, base.archives)
-            with image.locked(base.archives.resolve().parent / "archives.lock"), chroot.mounted():
-                chroot.apt_install(f"linux-headers-{release}", "gcc", "make", "libc6-dev", timeout=1200)
-                build = work / "tmp/ka_hang"
-                shutil.copytree(HANG_SOURCE, build)
+            image.copy_tree(base.path, root)
+            chroot = image.Chroot(root, base.archives)
+            with chroot.mounted():
+                chroot.apt_install("--no-install-recommends", f"linux-headers-{release}", "gcc", "make",
+                                   "libc6-dev", timeout=1200)
+                shutil.copytree(HANG_SOURCE, root / "tmp/ka_hang")
                 chroot.sh(f"make -C /lib/modules/{release}/build M=/tmp/ka_hang modules", timeout=600)
-            shutil.copy2(build / "ka_hang.ko", cached)
+            shutil.copy2(root / "tmp/ka_hang/ka_hang.ko", cached.with_suffix(".tmp"))
+            cached.with_suffix(".tmp").rename(cached)
         finally:
             image.run(["rm", "-rf", "--one-file-system", work], check=False)
     return cached
@@ -131,7 +133,7 @@ def _prepare(plan: Plan):
             image.run(["mkfs.fat", "-C", root / KA.lstrip("/") / "fat.img", "1024"])
             (root / "mnt/ka-fat").mkdir(parents=True, exist_ok=True)
         if {"softlockup", "hardlockup"} & set(plan.modes):
-            shutil.copy2(hang_module(base, new), root / KA.lstrip("/") / "ka_hang.ko")  # built already
+            shutil.copy2(hang_module(base, new), root / KA.lstrip("/") / "ka_hang.ko")
         units = root / "etc/systemd/system"
         # A service that never finishes starting, under N only.
         (units / "ka-hang.service").write_text(f"""[Unit]
@@ -147,7 +149,7 @@ TimeoutStartSec=infinity
         (units / "ka-freeze.service").write_text(f"""[Unit]
 Description=kexec-auto test: hang the kernel under {new}
 ConditionKernelVersion={new}
-After=kexec-auto-load.service
+After=kexec-auto-load.service kexec-auto-boot.service
 
 [Service]
 Type=oneshot
@@ -252,7 +254,7 @@ def _stages(plan: Plan):
 def build(suite: str, plan: Plan) -> scenarios.Built:
     if {"softlockup", "hardlockup"} & set(plan.modes):
         base = image.base_tree(suite)
-        hang_module(base, base.newest)  # before _build takes the package cache's lock
+        hang_module(base, base.newest)
     qemu_args = ["-device", "i6300esb"] if plan.watchdog_device else []
     failures = len(plan.modes) * (1 if plan.handoff else plan.tries)
     return scenarios._build(
@@ -283,3 +285,25 @@ def serial_excerpt(chain: guest.Chain, seq_from: int, seq_to: int) -> str:
 
 def modes_for(suite: str, names: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
+
+
+def recovery_times(chain: guest.Chain, plan: Plan) -> list[tuple[str, int, float, float]]:
+    """Per failed trial: (mode, attempt, seconds from the reboot into the
+    trial kernel to the firmware reset that ended it, seconds from that
+    reboot to the next stage running in a working kernel)."""
+    boots = {b.results.get("episode", ""): b for b in chain.boots}
+    times = []
+    for mode in plan.modes:
+        for attempt in range(1, plan.tries + 1):
+            before = boots.get(f"{mode}:start" if attempt == 1 else f"{mode}:failed{attempt - 1}")
+            after = boots.get(f"{mode}:{'bad' if attempt == plan.tries else f'failed{attempt}'}")
+            if before is None or after is None or before.action_at is None:
+                continue
+            # the reboot into the trial kernel happens in qemu run `run` (with the
+            # hand-off after a cold reboot: in the next one, from its start)
+            run = before.qemu_run + (1 if plan.handoff and attempt == 1 else 0)
+            began = before.action_at if run == before.qemu_run else chain.qemu_started[run]
+            if run + 1 >= len(chain.qemu_started):
+                continue
+            times.append((mode, attempt, chain.qemu_started[run + 1] - began, after.seen_at - began))
+    return times

@@ -23,7 +23,7 @@ from .scenarios import step
 pytestmark = pytest.mark.vm
 
 #: which chains CI runs (one representative of every failure mode, both
-#: suites); KEXEC_AUTO_VM_MATRIX=full runs every mode on both suites, with
+#: suites); KEXEC_AUTO_TEST_MATRIX=full runs every mode on both suites, with
 #: and without the hand-off
 CI_PLANS = {
     "bookworm": (
@@ -49,7 +49,7 @@ FULL_PLANS = {
 
 
 def plans() -> list[tuple[str, safety.Plan]]:
-    table = FULL_PLANS if os.environ.get("KEXEC_AUTO_VM_MATRIX") == "full" else CI_PLANS
+    table = FULL_PLANS if os.environ.get("KEXEC_AUTO_TEST_MATRIX") == "full" else CI_PLANS
     return [(suite, plan) for suite, suite_plans in table.items() for plan in suite_plans]
 
 
@@ -77,6 +77,9 @@ def test_every_failed_trial_comes_back_by_itself(vm_runs, suite, plan):
     built, chain = vm_runs.get_safety(suite, plan)
     base = built.base
     provider, older, new = base.provider, base.older, base.newest
+    for mode, attempt, reset, back in safety.recovery_times(chain, plan):
+        print(f"{suite} {plan.name}: {mode} trial {attempt}: reset after {reset:.0f} s, "
+              f"back in a working kernel's multi-user after {back:.0f} s")
     with step(chain, suite, plan.name):
         assert chain.error is None and chain.ended, (chain.error, safety.chain_boots(chain))
         assert built.notes["tries"] == str(plan.tries), built.notes
