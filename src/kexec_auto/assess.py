@@ -133,5 +133,7 @@ def parse_state(text: str) -> BootState:
         if trying is not None and not isinstance(trying, str):
             raise ValueError("trying is not a release")
         return BootState(trying, str(data.get("trying_since", "")), marks, tuple(map(str, data.get("events", []))))
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise ValueError("not a kexec-auto boot state (nested too deep)") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ValueError(f"not a kexec-auto boot state ({error.__class__.__name__}: {error})") from None

@@ -3,30 +3,33 @@ the boot that follows, and the optional hand-off after power-on."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Optional
 
-from . import assess, system
+from . import assess, files, lock, system
 from .app import DEFAULT_KEXEC, Log, arm, change_boot_state, load_config, make_plan, now, stderr_log, update
+from .cmdline import clean_cmdline
 
 NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
 LOADED_MARKER = "/run/kexec-auto/loaded"
 HANDOFF_OFF = "kexec_auto.handoff=0"  # on the kernel command line: no hand-off
 
 
+@lock.exclusive
 def boot(root: str, log: Log = stderr_log) -> int:
     """Early in every boot (kexec-auto-load.service's start): judge the
     kernel that was being tried, publish the selection for ``systemctl
     kexec``, and hand off to the selected kernel when HANDOFF=true."""
     running = system.running_release(root)
-    for event in change_boot_state(root, lambda state: assess.assess_boot(state, running, now())):
-        log(f"warning: {event}; it will not be selected again until its package is "
-            "reinstalled or 'kexec-auto forget' is run")
+    if running:  # '' in a chroot: no boot of this system to judge
+        for event in change_boot_state(root, lambda state: assess.assess_boot(state, running, now())):
+            log(f"warning: {event}; it will not be selected again until its package is "
+                "reinstalled or 'kexec-auto forget' is run")
     plan = make_plan(root)
-    if plan.config.enabled:
-        # Keep /etc/default/kexec in step with marks and with kernels that
-        # changed without a hook (the hand-off below loads from it).
-        update(root, quiet=True, log=log, plan=plan)
+    # Keep /etc/default/kexec in step with marks, with kernels that changed
+    # without a hook and with this boot's command line (the hand-off below
+    # loads from it); when disabled, give it back.
+    update(root, quiet=True, log=log, plan=plan)
     arm(root, plan)
     kernel = plan.selection.kernel
     if not (plan.config.enabled and plan.config.handoff) or kernel is None or kernel.release == running:
@@ -39,7 +42,8 @@ def boot(root: str, log: Log = stderr_log) -> int:
     log(f"handing off from {running} to {kernel.release} through kexec")
     if load(root, log=log) != 0:
         return 1
-    change_boot_state(root, lambda state: (assess.start_trial(state, kernel.release, now()), []))
+    release = system.image_release(root, kernel.image) or kernel.release
+    change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
     result = system.run(["systemctl", "--no-block", "kexec"])
     if result.returncode != 0:
         log(f"error: systemctl kexec failed: {result.stderr.strip()}")
@@ -47,15 +51,20 @@ def boot(root: str, log: Log = stderr_log) -> int:
     return 0
 
 
+@lock.exclusive
 def bless(root: str, log: Log = stderr_log) -> int:
     """The system reached a healthy state (kexec-auto-bless.service, after
     boot-complete.target): the running kernel is good."""
     running = system.running_release(root)
+    if not running:
+        log("the running kernel is not this system's (chroot or container): nothing to mark")
+        return 0
     for event in change_boot_state(root, lambda state: assess.bless(state, running, now())):
         log(event)
     return 0
 
 
+@lock.exclusive
 def forget(root: str, release: str, why: str = "kexec-auto forget", log: Log = stderr_log) -> int:
     """Clear what is known of ``release`` so that it can be selected again."""
     for event in change_boot_state(root, lambda state: assess.forget(state, release, now(), why)):
@@ -63,16 +72,20 @@ def forget(root: str, release: str, why: str = "kexec-auto forget", log: Log = s
     return 0
 
 
+@lock.exclusive
 def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
     """Load the kernel /etc/default/kexec names into memory with kexec."""
+    if not system.is_host(root) and system.confinement(root) == "root":
+        log("error: refusing to load a kernel from another root directory: it would replace the host's next boot")
+        return 1
     if at_shutdown:
-        running = system.running_release(root)
+        running = system.kernel_release(root)  # a reboot job is queued: systemd runs this machine
         change_boot_state(root, lambda state: assess.end_trial(state, running))
         rebooting = {"reboot.target", "kexec.target"} & set(system.queued_jobs())
         if not rebooting:
             return 0
-        flag = system.at(root, NO_KEXEC_REBOOT)
-        if flag.exists():
+        flag = system.at(root, NO_KEXEC_REBOOT, follow=False)
+        if os.path.lexists(flag):
             flag.unlink()
             log("cold reboot requested (coldreboot): not loading a kernel")
             return 0
@@ -82,6 +95,10 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
         if not config.enabled:
             return 0
     else:
+        config, _ = load_config(root)
+        if not config.enabled:
+            log("error: kexec-auto is disabled (ENABLED=false in /etc/default/kexec-auto): not loading a kernel")
+            return 1
         where = system.confinement(root)
         if where:
             what = {
@@ -101,25 +118,31 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
     if kexec is None:
         log("error: kexec not found; install the kexec-tools package")
         return 1
-    argv = kexec_argv(kexec, values, system.lockdown_mode(root), system.current_cmdline(root)[0])
+    fallback = "" if values.get("APPEND") else system.current_cmdline(root)[0]
+    argv = kexec_argv(kexec, values, system.lockdown_mode(root), fallback)
     result = system.run(argv)
     if result.returncode != 0:
         why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         log(f"error: kexec refused to load {values['KERNEL_IMAGE']}: {why}")
         return 1
     if at_shutdown:
-        marker = system.at(root, LOADED_MARKER)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(values["KERNEL_IMAGE"] + "\n", encoding="utf-8")
-        release = Path(values["KERNEL_IMAGE"]).name.removeprefix("vmlinuz-")
-        change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
+        marker = system.at(root, LOADED_MARKER, follow=False)
+        files.make_dirs(marker.parent)
+        files.write_atomic(marker, values["KERNEL_IMAGE"] + "\n")
+        # Judge the kernel really loaded (KERNEL_IMAGE=/vmlinuz is a link).
+        release = system.image_release(root, values["KERNEL_IMAGE"])
+        if release:
+            change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
+        else:
+            log(f"warning: cannot tell which kernel release {values['KERNEL_IMAGE']} is; its boot is not judged")
     log(f"loaded {values['KERNEL_IMAGE']} for the next reboot")
     return 0
 
 
 def kexec_argv(kexec: str, values: dict[str, str], lockdown: Optional[str], cmdline: str) -> list[str]:
     """The kexec command line; kexec_file_load (-s) under lockdown, where
-    kexec_load is refused.
+    kexec_load is refused.  An empty APPEND reuses ``cmdline`` (the running
+    one) without the boot loader's words, never with them.
 
     >>> kexec_argv("/sbin/kexec", {"KERNEL_IMAGE": "/boot/vmlinuz-6.1", "INITRD": "/boot/initrd.img-6.1",
     ...            "APPEND": "root=/dev/vda"}, "integrity", "")
@@ -128,5 +151,5 @@ def kexec_argv(kexec: str, values: dict[str, str], lockdown: Optional[str], cmdl
     argv = [kexec] + (["-s"] if lockdown not in (None, "none") else []) + ["-l", values["KERNEL_IMAGE"]]
     if values.get("INITRD"):
         argv.append(f"--initrd={values['INITRD']}")
-    argv.append(f"--append={values.get('APPEND') or cmdline}")
+    argv.append(f"--append={values.get('APPEND') or clean_cmdline(cmdline)}")
     return argv
