@@ -195,6 +195,8 @@ def _run(args: argparse.Namespace) -> int:
             return app.set_settings(args.root, args.assignments)
         if args.command == "get":
             return app.get_settings(args.root, args.keys)
+    except BrokenPipeError:
+        raise
     except (ConfigError, RenderError, OSError) as error:
         app.stderr_log(f"error: {_one_line(error)}")
         return EXIT_ERROR
