@@ -59,8 +59,11 @@ def held(root: str) -> Iterator[None]:
     files.make_dirs(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, files.FILE_MODE)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise files.FileError(f"{path}: not a regular file")
+        if stat.S_IMODE(info.st_mode) != files.FILE_MODE and info.st_uid == os.geteuid():
+            os.fchmod(fd, files.FILE_MODE)  # as created under any umask
         deadline = time.monotonic() + _timeout()
         while True:
             try:
