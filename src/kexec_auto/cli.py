@@ -89,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+UNKNOWN_RUNNING = "unknown here (a chroot or container: the host's kernel runs; the first boot tells)"
+
+
 def _print_list(data: dict) -> None:
-    print(f"running kernel: {data['running']}")
+    print(f"running kernel: {data['running'] or UNKNOWN_RUNNING}")
     for kernel in data["kernels"]:
         mark = "*" if kernel["selected"] else " "
         state = "selectable" if kernel["selectable"] else f"not selectable: {kernel['why_not']}"
@@ -105,10 +108,10 @@ def _print_list(data: dict) -> None:
 
 
 def _print_status(data: dict) -> None:
-    print(f"running kernel:   {data['running']}")
+    print(f"running kernel:   {data['running'] or UNKNOWN_RUNNING}")
     print(f"enabled:          {'yes' if data['enabled'] else 'no'}")
     print(f"selected kernel:  {data['selected'] or 'none'} ({data['reason']})")
-    print(f"command line:     {data['command_line']}  [from {data['command_line_source']}]")
+    print(f"command line:     {data['command_line'] or '(none)'}  [from {data['command_line_source']}]")
     values = data["default_kexec"]
     if values is None:
         print("/etc/default/kexec: missing")
