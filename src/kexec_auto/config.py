@@ -73,6 +73,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 def _text(text: str) -> str:
     if _CONTROL.search(text):
         raise ValueError("newlines, NUL and other control characters (but tab) are not allowed")
+    if "\\n" in text:
+        # debconf's database stores a line break as these two characters
+        # and reads them back as one: dpkg-reconfigure would show (and
+        # write back) another value.
+        raise ValueError("a backslash before 'n' is read back by debconf as a line break")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
