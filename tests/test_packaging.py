@@ -169,6 +169,33 @@ def test_lintian_pedantic_has_no_errors_or_warnings(debs):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_build_time_tests_run_with_the_pythons_pybuild_uses(tmp_path):
+    """debian/rules' test step, with a python3 that is not Debian's first
+    on PATH (pyenv, a virtualenv): each of py3versions -s runs the tests,
+    from /usr/bin, and the one on PATH never does."""
+    if shutil.which("py3versions") is None or shutil.which("make") is None:
+        pytest.skip("needs python3 (py3versions) and make")
+    versions = run(["py3versions", "-s"], check=True).stdout.split()
+    src = copy_tree(tmp_path / "src")
+    shutil.rmtree(src / "tests")
+    (src / "tests").mkdir()
+    used = tmp_path / "used"
+    (src / "tests/test_interpreter.py").write_text(
+        f"import sys\n\ndef test_interpreter():\n    open({str(used)!r}, 'a').write(sys.executable + '\\n')\n")
+    wrong = tmp_path / "wrong"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("python3", "python", *versions):
+        (fake / name).write_text(f"#!/bin/sh\necho \"$0 $*\" >> {wrong}\nexit 97\n")
+        (fake / name).chmod(0o755)
+    env = {k: v for k, v in CLEAN_ENV.items() if k != "DEB_BUILD_OPTIONS"}
+    env["PATH"] = f"{fake}:{env['PATH']}"
+    result = run(["make", "-f", "debian/rules", "override_dh_auto_test"], cwd=src, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not wrong.exists(), wrong.read_text()
+    assert used.read_text().split() == [f"/usr/bin/{version}" for version in versions]
+
+
 def test_man_page_documents_every_command_and_exit_status():
     page = (DEBIAN / "kexec-auto.8").read_text()
     for command in ("list", "status", "update", "load", "arm", "boot", "bless", "forget", "set", "get"):
