@@ -207,3 +207,14 @@ def test_the_lock_is_reentrant_within_a_process(machine):
             assert app.update(str(machine)) == 0
         assert assess.BootState() == BootState()
     assert machine.exists(lock.LOCK_PATH)
+
+
+def test_a_read_only_system_needs_no_lock(machine, monkeypatch):
+    import errno
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    assert app.update(str(machine)) == 0
+    monkeypatch.setattr(lock.files, "make_dirs", read_only)
+    assert app.update(str(machine), quiet=True) == 0  # nothing to write: nothing fails

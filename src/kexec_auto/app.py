@@ -187,7 +187,7 @@ def update(root: str, quiet: bool = False, log: Log = stderr_log, plan: Optional
     target = system.at(root, DEFAULT_KEXEC)
     state_dir = system.at(root, files.STATE_DIR)
     if not plan.config.enabled:
-        return _disable(root, plan, target, state_dir, log)
+        return _disable(root, plan, target, state_dir, log, quiet)
     for message in plan.problems:
         log(f"warning: {message}")
     for message in plan.selection.errors:
@@ -215,7 +215,7 @@ def update(root: str, quiet: bool = False, log: Log = stderr_log, plan: Optional
     return 1 if plan.selection.errors else 0
 
 
-def _disable(root: str, plan: Plan, target: Path, state_dir: Path, log: Log) -> int:
+def _disable(root: str, plan: Plan, target: Path, state_dir: Path, log: Log, quiet: bool) -> int:
     """ENABLED=false: give /etc/default/kexec back as it was before
     kexec-auto, so that no kernel stays named there, and withdraw the
     boot loader entry."""
@@ -226,7 +226,7 @@ def _disable(root: str, plan: Plan, target: Path, state_dir: Path, log: Log) -> 
         log(f"disabled (ENABLED=false in {CONFIG_PATH}): {DEFAULT_KEXEC} is back as it was before kexec-auto")
     elif result.removed:
         log(f"disabled (ENABLED=false in {CONFIG_PATH}): removed {DEFAULT_KEXEC}, which kexec-auto had created")
-    else:
+    elif not quiet:
         log(f"disabled (ENABLED=false in {CONFIG_PATH}); {DEFAULT_KEXEC} not changed")
     arm(root, plan)
     return 0
