@@ -497,11 +497,15 @@ def test_handoff_question_is_preseedable_and_read_back(box):
     assert (box.setting("HANDOFF"), box.answer("handoff")) == ("false", "false")
 
 
+def debconf_can_hold(value: str) -> bool:
+    return "\\n" not in value  # kexec-auto refuses it: debconf reads it back as a line break
+
+
 # Values as an administrator may write them; debconf used to collapse the
 # spaces and dash's echo ate the backslashes.
 debconf_value = st.lists(st.one_of(
     st.sampled_from(list(" \t\\'\"$`#;~:*") + ["\\c", "\\t", "  ", "\u2028", "\u00a0", "é", "\\\\"]),
-    st.characters(blacklist_categories=("Cs", "Cc"))), max_size=16).map("".join).filter(lambda v: "\\n" not in v)
+    st.characters(blacklist_categories=("Cs", "Cc"))), max_size=16).map("".join).filter(debconf_can_hold)
 
 
 def debconf_get(box: Sandbox, question: str) -> str:
