@@ -7,8 +7,10 @@ in tmp_path (/boot, /proc, /sys, /etc) and point the code at it.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -68,10 +70,20 @@ class FakeRoot:
     def config(self, text: str) -> None:
         self.write("/etc/default/kexec-auto", text)
 
-    def sourced(self) -> dict:
+    def sourced(self) -> Optional[dict]:
+        """/etc/default/kexec and kexec.d/* of this tree as sh sources them
+        (kexec-auto itself never runs files of a root other than /)."""
         from kexec_auto import system
 
-        return system.source_default_kexec(str(self.path))
+        path = self.file(system.DEFAULT_KEXEC)
+        if not path.exists():
+            return None
+        result = subprocess.run(
+            ["sh", "-c", system._SOURCE_DEFAULT_KEXEC, "sh", str(path), str(self.file(system.DEFAULT_KEXEC_D))],
+            capture_output=True, check=True, stdin=subprocess.DEVNULL,
+        )
+        values = result.stdout.decode("utf-8", "surrogateescape").split("\0")[: len(system.DEFAULT_KEXEC_VARS)]
+        return dict(zip(system.DEFAULT_KEXEC_VARS, values))
 
 
 @pytest.fixture

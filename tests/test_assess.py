@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from conftest import BZIMAGE
 from kexec_auto import app, assess, cli, system
 from kexec_auto.assess import BootState, assess_boot, bless, forget, parse_state, start_trial, dump_state
 
@@ -500,3 +501,50 @@ def test_handoff_never_into_a_bad_kernel(machine, capsys):
     assert cli.main(["boot", "--root", r]) == 0
     assert machine.fake_run.calls == []
     assert image(machine) == f"/boot/vmlinuz-{PROVIDER}"
+
+
+# -- the trial is of the release really loaded ------------------------------
+
+def bzimage(version: str) -> bytes:
+    """An x86 boot image whose header names ``version`` (boot protocol 2.00+)."""
+    image = bytearray(BZIMAGE)
+    image[0x206:0x208] = (0x20F).to_bytes(2, "little")
+    image[0x20E:0x210] = (0x300 - 0x200).to_bytes(2, "little")
+    text = f"{version} (debian-kernel@lists.debian.org) #1 SMP Debian\0".encode()
+    image[0x300:0x300 + len(text)] = text
+    return bytes(image)
+
+
+def test_the_trial_is_of_the_release_loaded_through_a_link_such_as_vmlinuz(machine):
+    r = str(machine)
+    machine.file("/vmlinuz").symlink_to(f"boot/vmlinuz-{NEW}")
+    machine.write("/etc/default/kexec.d/50-debian-default", "KERNEL_IMAGE=/vmlinuz\n")
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    assert machine.fake_run.calls[-1][:3] == ["/sbin/kexec", "-l", "/vmlinuz"]
+    assert boot_state(machine).trying == NEW
+    # It came up and became healthy: NEW is good, nothing called "vmlinuz" is marked.
+    machine.running(NEW)
+    assert cli.main(["boot", "--root", r]) == 0
+    assert cli.main(["bless", "--root", r]) == 0
+    state = boot_state(machine)
+    assert (state.mark_of(NEW), set(state.marks)) == ("good", {NEW})
+
+
+def test_the_trial_is_of_the_version_the_image_itself_carries(machine):
+    r = str(machine)
+    machine.write(f"/boot/vmlinuz-{NEW}", bzimage("6.12.117+deb12-cloud-amd64"))
+    assert system.image_release(r, f"/boot/vmlinuz-{NEW}") == NEW
+    # A file whose name says one release and whose header another: the header wins.
+    machine.write(f"/boot/vmlinuz-{NEW}", bzimage("6.12.200+deb12-cloud-amd64"))
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    assert boot_state(machine).trying == "6.12.200+deb12-cloud-amd64"
+
+
+def test_an_image_whose_release_cannot_be_told_is_loaded_but_not_judged(machine, capsys):
+    r = str(machine)
+    machine.write("/boot/kernel.img", BZIMAGE)
+    machine.write("/etc/default/kexec.d/50-mine", "KERNEL_IMAGE=/boot/kernel.img\n")
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    state = boot_state(machine) if machine.exists(app.BOOT_STATE) else BootState()
+    assert state.trying is None
+    assert "cannot tell which kernel release /boot/kernel.img is; its boot is not judged" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The kexec-auto command, run against fake roots."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -352,3 +353,125 @@ def test_unchanged_inputs_skip_rendering(two_kernels, monkeypatch, capsys):
     two_kernels.write("/etc/default/kexec", "# emptied by hand\n")
     run_cli(two_kernels, "update")
     assert len(calls) == 3 and two_kernels.sourced()["KERNEL_IMAGE"] == "/boot/vmlinuz-6.12.118+deb12-cloud-amd64"
+
+
+def test_disabling_gives_the_kexec_file_back_and_withdraws_the_boot_loader_entry(two_kernels, capsys):
+    r = str(two_kernels)
+    original = 'LOAD_KEXEC=false\nKERNEL_IMAGE="/vmlinuz"\nINITRD="/initrd.img"\n'
+    two_kernels.write("/etc/default/kexec", original)
+    assert run_cli(two_kernels, "update") == 0
+    assert run_cli(two_kernels, "arm") == 0
+    assert app.is_armed(r)
+    assert run_cli(two_kernels, "set", "ENABLED=false") == 0
+    capsys.readouterr()
+    assert run_cli(two_kernels, "update") == 0
+    assert two_kernels.read("/etc/default/kexec") == original  # no kernel of kexec-auto's named
+    assert not app.is_armed(r) and not two_kernels.exists("/run/boot-loader-entries/kexec-auto/vmlinuz")
+    assert "/etc/default/kexec is back as it was before kexec-auto" in capsys.readouterr().err
+    assert run_cli(two_kernels, "update") == 0  # and left alone from then on
+    assert "/etc/default/kexec not changed" in capsys.readouterr().err
+    two_kernels.write("/etc/default/kexec", original + "# the administrator's own now\n")
+    assert run_cli(two_kernels, "boot") == 0
+    assert two_kernels.read("/etc/default/kexec").endswith("# the administrator's own now\n")
+    # Enabled again: taken over again, that file kept as the original.
+    assert run_cli(two_kernels, "set", "ENABLED=true") == 0
+    assert run_cli(two_kernels, "update") == 0
+    assert two_kernels.sourced()["KERNEL_IMAGE"] == f"/boot/vmlinuz-{NEW}"
+    assert two_kernels.read("/var/lib/kexec-auto/kexec.orig").endswith("# the administrator's own now\n")
+
+
+def test_disabling_removes_a_kexec_file_kexec_auto_created_and_keeps_a_hand_edit(two_kernels, capsys):
+    assert run_cli(two_kernels, "update") == 0
+    two_kernels.write("/etc/default/kexec", two_kernels.read("/etc/default/kexec") + "APPEND=mine\n")
+    two_kernels.config("ENABLED=false\n")
+    capsys.readouterr()
+    assert run_cli(two_kernels, "boot") == 0  # the next boot does it too
+    assert not two_kernels.exists("/etc/default/kexec")
+    assert "APPEND=mine" in two_kernels.read("/etc/default/kexec.kexec-auto-old")
+    err = capsys.readouterr().err
+    assert "edited by hand; that version is kept as /etc/default/kexec.kexec-auto-old" in err
+    assert "removed /etc/default/kexec, which kexec-auto had created" in err
+    assert not two_kernels.exists("/var/lib/kexec-auto/kexec.written")
+
+
+def test_an_empty_append_loads_the_running_command_line_without_boot_loader_words(on_machine, monkeypatch):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    on_machine.write("/proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-cloud-amd64 root=/dev/vda ro "
+                                      "initrd=\\initrd.img console=ttyS0\n")
+    on_machine.write("/etc/default/kexec.d/90-empty", 'APPEND=""\n')
+    assert on_machine.sourced()["APPEND"] == ""
+    assert run_cli(on_machine, "load") == 0
+    assert fake.calls[-1][-1] == "--append=root=/dev/vda ro console=ttyS0"
+
+
+def test_load_refuses_while_disabled(on_machine, monkeypatch, capsys):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    on_machine.config("ENABLED=false\n")
+    assert run_cli(on_machine, "load") == 1
+    assert fake.calls == []
+    assert "kexec-auto is disabled" in capsys.readouterr().err
+
+
+# -- in a chroot, neither the host's command line nor its running release -----
+
+@pytest.mark.parametrize("where", ["chroot", "container", "unknown"])
+def test_in_a_chroot_the_hosts_command_line_and_release_are_not_taken(two_kernels, monkeypatch, capsys, where):
+    r = str(two_kernels)
+    two_kernels.add_kernel("6.12.118+deb12-amd64")  # another flavour, newest
+    # As if kexec-auto ran as root on / inside an image build.
+    monkeypatch.setattr(system, "is_host", lambda root: True)
+    monkeypatch.setattr(system, "_host_confinement", lambda: where)
+    monkeypatch.setattr(system.os, "geteuid", lambda: 0)
+    plan = app.make_plan(r)
+    assert (plan.running, plan.append) == ("", "")
+    assert plan.selection.kernel.release == "6.12.118+deb12-amd64"
+    assert plan.selection.reason == "newest kernel of any flavour, while the running kernel is unknown"
+    assert plan.problems == ()
+    assert run_cli(two_kernels, "update") == 0
+    assert two_kernels.sourced()["APPEND"] == ""
+    two_kernels.config("EXTRA_CMDLINE=quiet\n")
+    assert app.make_plan(r).append == ""  # no base to add it to: the first boot does
+    two_kernels.write("/etc/kernel/cmdline", "root=UUID=abcd ro\n")  # the image's own: taken
+    assert app.make_plan(r).append == "root=UUID=abcd ro quiet"
+    two_kernels.file("/etc/kernel/cmdline").unlink()
+    assert run_cli(two_kernels, "update") == 0
+    assert run_cli(two_kernels, "bless") == 0
+    assert not two_kernels.exists(app.BOOT_STATE)  # nothing judged
+    # The first boot of the image fills them in.
+    monkeypatch.setattr(system, "_host_confinement", lambda: "")
+    assert run_cli(two_kernels, "boot") == 0
+    assert two_kernels.sourced()["APPEND"] == "root=/dev/vda ro console=ttyS0 quiet"
+    assert two_kernels.sourced()["KERNEL_IMAGE"] == f"/boot/vmlinuz-{NEW}"
+
+
+def test_a_user_who_cannot_tell_still_sees_the_running_kernel(two_kernels, monkeypatch):
+    monkeypatch.setattr(system, "is_host", lambda root: True)
+    monkeypatch.setattr(system, "_host_confinement", lambda: "unknown")
+    monkeypatch.setattr(system.os, "geteuid", lambda: 1000)
+    assert app.make_plan(str(two_kernels)).running == "6.1.0-50-cloud-amd64"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting proc needs root")
+def test_a_root_with_proc_mounted_takes_nothing_from_that_proc(two_kernels, src_env):
+    # /proc mounted in the tree is the host's, as in a chroot set up for apt.
+    proc = two_kernels.file("/proc")
+    script = (f"mount -t proc proc {proc} && {sys.executable} -m kexec_auto --root {two_kernels} update "
+              f"&& {sys.executable} -m kexec_auto --root {two_kernels} list --json")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, env=src_env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["running"] == ""
+    assert two_kernels.sourced()["APPEND"] == ""
+
+
+def test_list_and_status_say_the_running_kernel_is_unknown_in_a_chroot(two_kernels, monkeypatch, capsys):
+    monkeypatch.setattr(system, "is_host", lambda root: True)
+    monkeypatch.setattr(system, "_host_confinement", lambda: "chroot")
+    monkeypatch.setattr(system.os, "geteuid", lambda: 0)
+    run_cli(two_kernels, "list")
+    assert capsys.readouterr().out.startswith("running kernel: unknown here (a chroot or container")
+    run_cli(two_kernels, "status")
+    out = capsys.readouterr().out
+    assert "command line:     (none)  [from none yet: the first boot of this system fills it in]" in out

@@ -36,13 +36,15 @@ def test_all_keys_quoted_and_unquoted():
     )
 
 
-def test_unknown_key_and_malformed_line_warn_with_file_and_line():
-    config, warnings = parse_config(["FLAVOUR=any", "COLOUR=blue", "this is not an assignment"], source="/x/cfg")
+def test_unknown_key_warns_and_a_line_that_is_no_assignment_is_an_error():
+    config, warnings = parse_config(["FLAVOUR=any", "COLOUR=blue"], source="/x/cfg")
     assert config.flavour == "any"
-    assert warnings == [
-        "/x/cfg:2: ignoring unknown setting COLOUR",
-        "/x/cfg:3: ignoring malformed line: 'this is not an assignment'",
-    ]
+    assert warnings == ["/x/cfg:2: ignoring unknown setting COLOUR"]
+    # sh would run it: kexec-auto cannot know what it means.
+    with pytest.raises(ConfigError) as error:
+        parse_config(["FLAVOUR=any", "this is not an assignment"], source="/x/cfg")
+    assert str(error.value) == ("/x/cfg:2: cannot parse 'this is not an assignment': not a NAME=value "
+                                "assignment (kexec-auto reads this file, it does not run it)")
 
 
 @pytest.mark.parametrize(
@@ -65,11 +67,16 @@ def test_bad_values_are_errors_naming_file_line_and_value(line, fragment):
     assert "\n" not in message
 
 
-def test_parse_value_is_sh_assignment_without_expansion():
+def test_parse_value_is_sh_assignment_and_refuses_expansions():
     assert parse_value("'a b'") == "a b"
     assert parse_value('"x\\"y"') == 'x"y'
+    assert parse_value('"x\\$y\\z"') == "x$y\\z"  # sh's escapes inside double quotes
+    assert parse_value("a#b") == "a#b"  # '#' starts a comment only at the start of a word
     assert parse_value("") == ""
-    assert parse_value("$HOME") == "$HOME"
+    assert parse_value("'$HOME'") == "$HOME"
+    for raw in ("$HOME", '"$HOME"', "`id`", "~", "a:~/x", "a;b", "'open"):
+        with pytest.raises(ValueError):
+            parse_value(raw)
 
 
 def test_set_values_keeps_comments_unknown_lines_and_order():

@@ -24,12 +24,14 @@ def leftovers(directory):
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
-def test_write_atomic_replaces_with_mode_0644(target):
+def test_write_atomic_keeps_the_mode_of_the_file_it_replaces(target, tmp_path):
     target.chmod(0o600)
     files.write_atomic(target, NEW)
     assert target.read_text() == NEW
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert leftovers(target.parent) == []
+    files.write_atomic(tmp_path / "new", NEW)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o644
 
 
 def _fail(exception):

@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from debbuild import DEBIAN_ENV as CLEAN_ENV
@@ -167,6 +167,33 @@ def test_lintian_pedantic_has_no_errors_or_warnings(debs):
     bad = [line for line in result.stdout.splitlines() if line.startswith(("E:", "W:"))]
     assert bad == [], result.stdout + result.stderr
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_build_time_tests_run_with_the_pythons_pybuild_uses(tmp_path):
+    """debian/rules' test step, with a python3 that is not Debian's first
+    on PATH (pyenv, a virtualenv): each of py3versions -s runs the tests,
+    from /usr/bin, and the one on PATH never does."""
+    if shutil.which("py3versions") is None or shutil.which("make") is None:
+        pytest.skip("needs python3 (py3versions) and make")
+    versions = run(["py3versions", "-s"], check=True).stdout.split()
+    src = copy_tree(tmp_path / "src")
+    shutil.rmtree(src / "tests")
+    (src / "tests").mkdir()
+    used = tmp_path / "used"
+    (src / "tests/test_interpreter.py").write_text(
+        f"import sys\n\ndef test_interpreter():\n    open({str(used)!r}, 'a').write(sys.executable + '\\n')\n")
+    wrong = tmp_path / "wrong"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("python3", "python", *versions):
+        (fake / name).write_text(f"#!/bin/sh\necho \"$0 $*\" >> {wrong}\nexit 97\n")
+        (fake / name).chmod(0o755)
+    env = {k: v for k, v in CLEAN_ENV.items() if k != "DEB_BUILD_OPTIONS"}
+    env["PATH"] = f"{fake}:{env['PATH']}"
+    result = run(["make", "-f", "debian/rules", "override_dh_auto_test"], cwd=src, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not wrong.exists(), wrong.read_text()
+    assert used.read_text().split() == [f"/usr/bin/{version}" for version in versions]
 
 
 def test_man_page_documents_every_command_and_exit_status():
@@ -470,6 +497,62 @@ def test_handoff_question_is_preseedable_and_read_back(box):
     assert (box.setting("HANDOFF"), box.answer("handoff")) == ("false", "false")
 
 
+def debconf_can_hold(value: str) -> bool:
+    return "\\n" not in value  # kexec-auto refuses it: debconf reads it back as a line break
+
+
+# Values as an administrator may write them; debconf used to collapse the
+# spaces and dash's echo ate the backslashes.
+debconf_value = st.lists(st.one_of(
+    st.sampled_from(list(" \t\\'\"$`#;~:*") + ["\\c", "\\t", "  ", "\u2028", "\u00a0", "é", "\\\\"]),
+    st.characters(blacklist_categories=("Cs", "Cc"))), max_size=16).map("".join).filter(debconf_can_hold)
+
+
+def debconf_get(box: Sandbox, question: str) -> str:
+    result = run(["debconf-communicate", "kexec-auto"], input=f"GET kexec-auto/{question}\n", env=box.env)
+    assert result.stdout.startswith("0 ") or result.stdout == "0\n", result.stdout
+    return result.stdout[2:].removesuffix("\n") if result.stdout.startswith("0 ") else ""
+
+
+@needs_root
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(extra=debconf_value, cmdline=debconf_value)
+@example(extra="back\\slash \\c and \\t", cmdline="  root=/dev/vda   ro\t")
+@example(extra="a#b 'q' \"d\" $x `y`", cmdline="")
+@example(extra="", cmdline="root=/dev/vda ro console=\"ttyS0 115200\"")
+def test_every_value_means_the_same_to_sh_kexec_auto_and_dpkg_reconfigure(box, extra, cmdline):
+    """Set by hand, then a configure (config seeds debconf from the file,
+    the postinst writes the answers back): sh, kexec-auto and debconf all
+    hold exactly the value, and the file still does."""
+    conf = box.file("/etc/default/kexec-auto")
+    result = box.sh(f"kexec-auto set {shlex.quote('EXTRA_CMDLINE=' + extra)} {shlex.quote('CMDLINE=' + cmdline)}")
+    assert result.returncode == 0, result.stderr
+    result = box.postinst("0.1.0")
+    assert result.returncode == 0, result.stderr
+    assert "refused" not in result.stderr, result.stderr
+    for key, value in (("EXTRA_CMDLINE", extra), ("CMDLINE", cmdline)):
+        assert sourced_value(conf, key) == value + "\n"
+        assert box.sh(f"kexec-auto get {key}").stdout == value + "\n"
+        assert file_value(conf, key).stdout == value + "\n"
+    assert debconf_get(box, "extra") == extra
+    assert debconf_get(box, "cmdline") == ("given" if cmdline else "running")
+    if cmdline:
+        assert debconf_get(box, "cmdline_string") == cmdline
+    synced = box.read("/var/lib/kexec-auto/debconf-answers").split("\n")
+    assert f"extra {extra}" in synced
+
+
+@needs_root
+def test_disabling_through_debconf_leaves_no_kernel_named(box):
+    assert box.postinst().returncode == 0
+    assert f"KERNEL_IMAGE=/boot/vmlinuz-{RELEASE}" in box.read("/etc/default/kexec")
+    box.preseed("enable boolean false")
+    result = box.postinst(reconfigure=True)
+    assert result.returncode == 0, result.stderr
+    assert not box.file("/etc/default/kexec").exists()  # there was none before kexec-auto
+
+
 @needs_root
 def test_purge_removes_everything_and_the_kexec_file_kexec_auto_created(box):
     box.stub("/usr/bin/dpkg-query", "echo installed")  # kexec-tools stays installed
@@ -496,12 +579,30 @@ def test_purge_restores_the_original_kexec_file(box):
 
 
 @needs_root
-def test_purge_without_kexec_tools_removes_the_kexec_file(box):
+def test_purge_with_kexec_tools_removed_but_not_purged_gives_its_file_back(box):
+    # kexec-tools' configuration is still there: its own purge deletes the
+    # file, a reinstall reads it back. So it must be the original again.
     box.stub("/usr/bin/dpkg-query", "echo config-files")
+    original = "LOAD_KEXEC=true\nKERNEL_IMAGE=/vmlinuz\nAPPEND='mine'\n"
+    box.write("/etc/default/kexec", original)
+    assert box.postinst().returncode == 0
+    assert box.read("/etc/default/kexec") != original
+    assert box.sh(f"{box.scripts}/kexec-auto.postrm purge").returncode == 0
+    assert box.read("/etc/default/kexec") == original
+
+
+@needs_root
+def test_purge_after_kexec_tools_was_purged_removes_only_kexec_autos_file(box):
+    box.stub("/usr/bin/dpkg-query", "echo not-installed")
     box.write("/etc/default/kexec", "LOAD_KEXEC=false\n")
     assert box.postinst().returncode == 0
     assert box.sh(f"{box.scripts}/kexec-auto.postrm purge").returncode == 0
     assert not box.file("/etc/default/kexec").exists()
+    # A file someone else wrote since is not kexec-auto's to delete.
+    assert box.postinst().returncode == 0
+    box.write("/etc/default/kexec", "# written by the administrator\n")
+    assert box.sh(f"{box.scripts}/kexec-auto.postrm purge").returncode == 0
+    assert box.read("/etc/default/kexec") == "# written by the administrator\n"
 
 
 SHUTDOWN_HOOK = REPO / "hooks/system-shutdown/kexec-auto"

@@ -114,11 +114,17 @@ def test_confinement_from_systemd_detect_virt(monkeypatch):
 
     monkeypatch.setattr(system, "run", fake_run)
     monkeypatch.setattr(system.shutil, "which", lambda name, path=None: f"/usr/bin/{name}")
+
+    def confinement():
+        system._host_confinement.cache_clear()  # asked once per process
+        return system.confinement("/")
+
     answers.update({"--container": (0, ""), "--chroot": (1, "")})
-    assert system.confinement("/") == "container"
+    assert confinement() == "container"
     answers.update({"--container": (1, ""), "--chroot": (0, "")})
-    assert system.confinement("/") == "chroot"
+    assert confinement() == "chroot"
     answers.update({"--container": (1, ""), "--chroot": (1, "")})
-    assert system.confinement("/") == ""
+    assert confinement() == ""
     answers.update({"--chroot": (1, "Failed to check for chroot() environment: Permission denied\n")})
-    assert system.confinement("/") == "unknown"
+    assert confinement() == "unknown"
+    system._host_confinement.cache_clear()

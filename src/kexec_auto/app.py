@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import assess, files, system
-from .cmdline import build_cmdline
-from .config import CONFIG_PATH, KEYS, Config, ConfigError, parse_config, set_values
+from . import assess, files, lock, system
+from .cmdline import build_cmdline, max_length
+from .config import CONFIG_LIMIT, CONFIG_PATH, KEYS, Config, ConfigError, parse_config, set_values
 from .policy import Selection, select_kernel
 from .render import render_default_kexec, render_key
 
@@ -32,15 +32,24 @@ def stderr_log(message: str) -> None:
     print(f"kexec-auto: {message}", file=sys.stderr)
 
 
-def load_config(root: str) -> tuple[Config, list[str]]:
-    path = system.at(root, CONFIG_PATH)
+def read_config_text(root: str) -> Optional[str]:
+    """The text of the config file, None when there is none; ConfigError
+    when it is not a regular UTF-8 file of sane size."""
     try:
-        with path.open(encoding="utf-8") as handle:
-            return parse_config(handle, source=CONFIG_PATH)
-    except FileNotFoundError:
-        return Config(), []
+        data = files.read_bytes(system.at(root, CONFIG_PATH), limit=CONFIG_LIMIT)
+    except files.FileError as error:
+        raise ConfigError(f"{CONFIG_PATH}: {str(error).rpartition(': ')[2]}") from None
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ConfigError(f"{CONFIG_PATH}: not UTF-8 text ({error.reason})") from None
+        raise ConfigError(f"{CONFIG_PATH}: not UTF-8 text (byte {error.start})") from None
+
+
+def load_config(root: str) -> tuple[Config, list[str]]:
+    text = read_config_text(root)
+    return parse_config(text, source=CONFIG_PATH) if text is not None else (Config(), [])
 
 
 def now() -> str:
@@ -53,7 +62,10 @@ def read_boot_state(root: str) -> tuple[assess.BootState, list[str]]:
     """The boot assessment state; a corrupt file is reported, set aside and
     replaced by an empty state, never fatal."""
     path = system.at(root, BOOT_STATE)
-    text = files.read_text(path, errors="replace")
+    try:
+        text = files.read_text(path, errors="replace")
+    except files.FileError as error:
+        return assess.BootState(), [f"{BOOT_STATE} is corrupt ({str(error).rpartition(': ')[2]}); starting a new one"]
     if text is None:
         return assess.BootState(), []
     try:
@@ -62,18 +74,19 @@ def read_boot_state(root: str) -> tuple[assess.BootState, list[str]]:
         return assess.BootState(), [f"{BOOT_STATE} is corrupt ({error}); starting a new one"]
 
 
+@lock.exclusive
 def change_boot_state(
     root: str, change: Callable[[assess.BootState], tuple[assess.BootState, list[str]]]
 ) -> list[str]:
     """Apply ``change`` to the stored boot state; returns its events.
-    A corrupt file is kept aside as ``.corrupt`` and replaced."""
+    A corrupt file is moved aside to ``.corrupt`` (as it was) and replaced."""
     state, corrupt = read_boot_state(root)
     new, events = change(state)
     if new != state or corrupt:
         path = system.at(root, BOOT_STATE)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(path.parent)
         if corrupt:
-            files.write_atomic(Path(f"{path}.corrupt"), files.read_text(path, errors="replace") or "")
+            os.replace(path, f"{path}.corrupt")
         files.write_atomic(path, assess.dump_state(new))
     return events
 
@@ -120,7 +133,17 @@ def make_plan(root: str) -> Plan:
     current, source = system.current_cmdline(root)
     if config.cmdline:
         source = f"CMDLINE in {CONFIG_PATH}"
-    append = build_cmdline(config.cmdline, current, config.extra_cmdline)
+    if source:
+        append = build_cmdline(config.cmdline, current, config.extra_cmdline)
+    else:
+        # In a chroot or container the running kernel's command line is the
+        # build host's: write none, the first boot fills it in.
+        append, source = "", "none yet: the first boot of this system fills it in"
+    if len(append.encode("utf-8", "surrogateescape")) > max_length():
+        raise ConfigError(
+            f"the kernel command line would be {len(append.encode('utf-8', 'surrogateescape'))} bytes "
+            f"({source} with EXTRA_CMDLINE), more than the {max_length()} the kernel accepts"
+        )
     return Plan(
         config, tuple(warnings + state_warnings), running, selection, append, source, boot_state,
         system.kexec_tools_reads_load_kexec(root),
@@ -133,36 +156,47 @@ def describe(selection: Selection) -> str:
     return f"selected {selection.kernel.release} ({selection.reason})"
 
 
-def update(
-    root: str, dry_run: bool = False, quiet: bool = False, log: Log = stderr_log, plan: Optional[Plan] = None
-) -> int:
-    """Regenerate /etc/default/kexec.  Returns the exit status."""
-    plan = plan or make_plan(root)
-    if not plan.config.enabled:
-        log(f"disabled (ENABLED=false in {CONFIG_PATH}); {DEFAULT_KEXEC} not changed")
-        return 0
+def show_diff(root: str, log: Log = stderr_log) -> int:
+    """``update --dry-run``: print the change as a unified diff, change nothing."""
+    import difflib
+
+    plan = make_plan(root)
     for message in plan.problems:
         log(f"warning: {message}")
     for message in plan.selection.errors:
         log(f"error: {message}")
     target = system.at(root, DEFAULT_KEXEC)
-    if dry_run:
-        import difflib
-
+    current = files.read_text(target, errors="surrogateescape") or ""
+    if not plan.config.enabled:
+        original = system.at(root, f"{files.STATE_DIR}/kexec{files.ORIG_SUFFIX}")
+        held = os.path.lexists(original) or os.path.lexists(f"{original}-absent")
+        content = (files.read_text(original, errors="surrogateescape") or "") if held else current
+        log(f"disabled (ENABLED=false in {CONFIG_PATH})")
+    else:
         content = plan.render()
-        current = files.read_text(target) or ""
-        sys.stdout.writelines(
-            difflib.unified_diff(
-                current.splitlines(True), content.splitlines(True), DEFAULT_KEXEC, f"{DEFAULT_KEXEC} (new)"
-            )
-        )
-        return 1 if plan.selection.errors else 0
+    sys.stdout.writelines(
+        difflib.unified_diff(current.splitlines(True), content.splitlines(True), DEFAULT_KEXEC, f"{DEFAULT_KEXEC} (new)")
+    )
+    return 1 if plan.selection.errors else 0
+
+
+@lock.exclusive
+def update(root: str, quiet: bool = False, log: Log = stderr_log, plan: Optional[Plan] = None) -> int:
+    """Regenerate /etc/default/kexec.  Returns the exit status."""
+    plan = plan or make_plan(root)
+    target = system.at(root, DEFAULT_KEXEC)
     state_dir = system.at(root, files.STATE_DIR)
+    if not plan.config.enabled:
+        return _disable(root, plan, target, state_dir, log, quiet)
+    for message in plan.problems:
+        log(f"warning: {message}")
+    for message in plan.selection.errors:
+        log(f"error: {message}")
     key = plan.render_key()
     if files.unchanged_since(target, state_dir, key):
         result = files.WriteResult(changed=False)  # rendering would give what is there
     else:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(target.parent)
         result = files.replace_managed(target, plan.render(), state_dir, key)
     if result.kept_original:
         log(f"kept the original {DEFAULT_KEXEC} as {unroot(root, result.kept_original)}")
@@ -181,10 +215,29 @@ def update(
     return 1 if plan.selection.errors else 0
 
 
+def _disable(root: str, plan: Plan, target: Path, state_dir: Path, log: Log, quiet: bool) -> int:
+    """ENABLED=false: give /etc/default/kexec back as it was before
+    kexec-auto, so that no kernel stays named there, and withdraw the
+    boot loader entry."""
+    result = files.release_managed(target, state_dir)
+    if result.kept_edit:
+        log(f"warning: {DEFAULT_KEXEC} was edited by hand; that version is kept as {unroot(root, result.kept_edit)}")
+    if result.restored:
+        log(f"disabled (ENABLED=false in {CONFIG_PATH}): {DEFAULT_KEXEC} is back as it was before kexec-auto")
+    elif result.removed:
+        log(f"disabled (ENABLED=false in {CONFIG_PATH}): removed {DEFAULT_KEXEC}, which kexec-auto had created")
+    elif not quiet:
+        log(f"disabled (ENABLED=false in {CONFIG_PATH}); {DEFAULT_KEXEC} not changed")
+    arm(root, plan)
+    return 0
+
+
 def unroot(root: str, path: Path) -> str:
-    return "/" + str(path.relative_to(Path(root))).lstrip("/") if root != "/" else str(path)
+    base = system._real_root(root)
+    return "/" + str(Path(path).relative_to(base)).lstrip("/") if base != "/" else str(path)
 
 
+@lock.exclusive
 def set_settings(root: str, assignments: list[str], log: Log = stderr_log) -> int:
     """Write KEY=VALUE settings into the config file, keeping everything
     else in it; nothing is written unless every value is valid."""
@@ -195,12 +248,15 @@ def set_settings(root: str, assignments: list[str], log: Log = stderr_log) -> in
             raise ConfigError(f"{assignment!r}: expected KEY=VALUE")
         updates[key] = value
     path = system.at(root, CONFIG_PATH)
-    current = files.read_text(path)
-    lines = set_values((current or "").splitlines(), updates)
+    current = read_config_text(root)
+    lines = (current or "").split("\n")  # sh splits lines at newlines only
+    if lines[-1] == "":
+        lines.pop()
+    lines = set_values(lines, updates)
     content = "\n".join(lines) + "\n"
-    parse_config(content.splitlines(), source=CONFIG_PATH)  # the whole file must stay valid
+    parse_config(content, source=CONFIG_PATH)  # the whole file must stay valid
     if content != current:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(path.parent)
         files.write_atomic(path, content)
     return 0
 
@@ -220,39 +276,47 @@ def get_settings(root: str, keys: list[str]) -> int:
 
 
 def is_armed(root: str) -> bool:
-    return system.at(root, f"{ENTRIES_DIR}/loader/entries/kexec-auto.conf").exists()
+    return os.path.lexists(system.at(root, f"{ENTRIES_DIR}/loader/entries/kexec-auto.conf", follow=False))
 
 
+@lock.exclusive
 def arm(root: str, plan: Optional[Plan] = None, log: Log = stderr_log) -> int:
     """Publish the selected kernel as a boot loader entry in /run, so that
     ``systemctl kexec`` (which refuses when nothing is loaded and no entry
     exists) loads it.  Removes the entry when there is nothing to boot."""
     plan = plan or make_plan(root)
-    entries = system.at(root, ENTRIES_DIR)
     kernel = plan.selection.kernel
+
+    def entry(name: str) -> Path:  # the entry itself, never what a link in /run points at
+        return system.at(root, f"{ENTRIES_DIR}/{name}", follow=False)
+
     if not plan.config.enabled or kernel is None:
         for name in ("loader/entries/kexec-auto.conf", "kexec-auto/vmlinuz", "kexec-auto/initrd.img"):
-            (entries / name).unlink(missing_ok=True)
+            entry(name).unlink(missing_ok=True)
         return 0
-    links = entries / "kexec-auto"
-    links.mkdir(parents=True, exist_ok=True)
-    (entries / "loader/entries").mkdir(parents=True, exist_ok=True)
+    files.make_dirs(system.at(root, f"{ENTRIES_DIR}/kexec-auto"))
+    files.make_dirs(system.at(root, f"{ENTRIES_DIR}/loader/entries"))
     lines = [f"title kexec-auto: {kernel.release}", "linux /kexec-auto/vmlinuz"]
     pairs = [("vmlinuz", kernel.image)]
     if kernel.initrd:
         lines.append("initrd /kexec-auto/initrd.img")
         pairs.append(("initrd.img", kernel.initrd))
     for name, target in pairs:
-        if (links / name).is_symlink() and os.readlink(links / name) == target:
+        link = entry(f"kexec-auto/{name}")
+        if link.is_symlink() and os.readlink(link) == target:
             continue
-        tmp = links / f".{name}.tmp"
+        tmp = entry(f"kexec-auto/.{name}.tmp")
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(target)
-        os.replace(tmp, links / name)
+        os.replace(tmp, link)
     if not kernel.initrd:
-        (links / "initrd.img").unlink(missing_ok=True)
+        entry("kexec-auto/initrd.img").unlink(missing_ok=True)
     lines.append(f"options {plan.append}")
-    entry, text = entries / "loader/entries/kexec-auto.conf", "\n".join(lines) + "\n"
-    if files.read_text(entry) != text:
-        files.write_atomic(entry, text)
+    conf, text = entry("loader/entries/kexec-auto.conf"), "\n".join(lines) + "\n"
+    try:
+        same = files.read_bytes(conf, follow=False) == files.encode(text)
+    except files.FileError:
+        same = False
+    if not same:
+        files.write_atomic(conf, text)
     return 0

@@ -217,5 +217,7 @@ def parse_state(text: str) -> BootState:
             trying, str(data.get("trying_since", "")), marks, tuple(map(str, data.get("events", []))),
             str(data.get("trying_reached", "")), str(data.get("trying_failed", "")),
         )
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise ValueError("not a kexec-auto boot state (nested too deep)") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ValueError(f"not a kexec-auto boot state ({error.__class__.__name__}: {error})") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -31,15 +32,31 @@ examples:
 See kexec-auto(8) for the settings and how reboots work."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def root_dir(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("an empty root directory")
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: no such directory")
+    return text
+
+
+def _root_option(default: object) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--root", metavar="DIR", default="/",
-        help="act on the system installed in DIR, as if DIR were / (default: /)",
+        "--root", metavar="DIR", default=default, type=root_dir,
+        help="act on the system installed in DIR, as if DIR were / (default: /); "
+        "nothing in DIR is run, and links in it are followed only inside it",
     )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --root may come before or after the command: the command's parser
+    # sets it only when given there, never overwriting the value given before.
+    common = _root_option(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="kexec-auto", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_root_option("/")],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -82,8 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+UNKNOWN_RUNNING = "unknown here (a chroot or container: the host's kernel runs; the first boot tells)"
+
+
 def _print_list(data: dict) -> None:
-    print(f"running kernel: {data['running']}")
+    print(f"running kernel: {data['running'] or UNKNOWN_RUNNING}")
     for kernel in data["kernels"]:
         mark = "*" if kernel["selected"] else " "
         state = "selectable" if kernel["selectable"] else f"not selectable: {kernel['why_not']}"
@@ -101,10 +121,10 @@ def _print_list(data: dict) -> None:
 
 
 def _print_status(data: dict) -> None:
-    print(f"running kernel:   {data['running']}")
+    print(f"running kernel:   {data['running'] or UNKNOWN_RUNNING}")
     print(f"enabled:          {'yes' if data['enabled'] else 'no'}")
     print(f"selected kernel:  {data['selected'] or 'none'} ({data['reason']})")
-    print(f"command line:     {data['command_line']}  [from {data['command_line_source']}]")
+    print(f"command line:     {data['command_line'] or '(none)'}  [from {data['command_line_source']}]")
     values = data["default_kexec"]
     if values is None:
         print("/etc/default/kexec: missing")
@@ -135,8 +155,31 @@ def _print_status(data: dict) -> None:
             print(f"  {event}")
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split("\n")) or error.__class__.__name__
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")  # odd bytes in names never crash output
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except BrokenPipeError:  # e.g. "kexec-auto list | head -1"
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line, never a traceback
+        from . import app
+
+        app.stderr_log(f"error: unexpected {error.__class__.__name__}: {_one_line(error)}")
+        return EXIT_ERROR
+
+
+def _run(args: argparse.Namespace) -> int:
     from . import app, reboot, report
     from .config import ConfigError
     from .render import RenderError
@@ -157,7 +200,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return EXIT_NOT_KEXEC
             return EXIT_ERROR if data["errors"] else EXIT_OK
         if args.command == "update":
-            return app.update(args.root, dry_run=args.dry_run, quiet=args.quiet)
+            if args.dry_run:
+                return app.show_diff(args.root)
+            return app.update(args.root, quiet=args.quiet)
         if args.command == "load":
             return reboot.load(args.root, at_shutdown=args.at_shutdown)
         if args.command == "arm":
@@ -178,8 +223,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return app.set_settings(args.root, args.assignments)
         if args.command == "get":
             return app.get_settings(args.root, args.keys)
+    except BrokenPipeError:
+        raise
     except (ConfigError, RenderError, OSError) as error:
-        app.stderr_log(f"error: {error}")
+        app.stderr_log(f"error: {_one_line(error)}")
         return EXIT_ERROR
     raise AssertionError(args.command)
 

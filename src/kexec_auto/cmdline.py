@@ -8,11 +8,29 @@
 
 from __future__ import annotations
 
+import platform
+from typing import Optional
+
 from .trial import strip_trial_words
 
 # Words a boot loader or the kernel itself adds for the booted kernel only;
 # handing them on would point the next kernel at the wrong image or initrd.
 BOOT_LOADER_WORDS = ("BOOT_IMAGE=", "initrd=", "elfcorehdr=", "kexec_jump_back_entry=")
+# The kernel's COMMAND_LINE_SIZE (arch/*/include/uapi/asm/setup.h), the
+# terminating NUL included; a longer command line is cut off by the kernel.
+COMMAND_LINE_SIZE = {"x86_64": 2048, "i686": 2048, "i586": 2048, "i386": 2048, "aarch64": 2048,
+                     "ppc64le": 2048, "ppc64": 2048, "armv7l": 1024, "riscv64": 1024}
+_SPACE = " \t\n\v\f\r"  # the kernel's isspace(), ASCII only
+
+
+def max_length(machine: Optional[str] = None) -> int:
+    """The longest command line, in bytes, that the kernel of ``machine``
+    (default: this one) accepts.
+
+    >>> max_length("x86_64")
+    2047
+    """
+    return COMMAND_LINE_SIZE.get(machine or platform.machine(), 2048) - 1
 
 
 def split_words(cmdline: str) -> list[str]:
@@ -22,7 +40,7 @@ def split_words(cmdline: str) -> list[str]:
     for char in cmdline:
         if char == '"':
             quoted = not quoted
-        if char.isspace() and not quoted:
+        if char in _SPACE and not quoted:
             if word:
                 words.append("".join(word))
                 word = []

@@ -15,13 +15,16 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
-from typing import Iterable
+from typing import Iterable, Union
+
+from . import shfile
+from .cmdline import max_length
 
 CONFIG_PATH = "/etc/default/kexec-auto"
+CONFIG_LIMIT = 64 << 10  # bytes; debian/config refuses larger files too
 
-_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
 _FLAVOUR = re.compile(r"[a-z0-9][a-z0-9+.-]*")
-_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9+.~_-]*")
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9+.~_-]*")  # as release.unsafe_release
 _BOOLEANS = {"true": True, "false": False}
 
 
@@ -75,9 +78,23 @@ def _globs(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _text(text: str) -> str:
-    if "\n" in text or "\0" in text:
-        raise ValueError("newlines and NUL characters are not allowed")
+    if _CONTROL.search(text):
+        raise ValueError("newlines, NUL and other control characters (but tab) are not allowed")
+    if "\\n" in text:
+        # debconf's database stores a line break as these two characters
+        # and reads them back as one: dpkg-reconfigure would show (and
+        # write back) another value.
+        raise ValueError("a backslash before 'n' is read back by debconf as a line break")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("not UTF-8 text") from None
+    if size > max_length():
+        raise ValueError(f"{size} bytes, more than a kernel command line can hold ({max_length()})")
     return text
 
 
@@ -115,38 +132,44 @@ def validate(key: str, text: str, where: str = "") -> object:
 
 
 def parse_value(raw: str) -> str:
-    """The string that ``KEY=raw`` assigns in sh (quotes, no expansion)."""
-    words = shlex.split(raw, comments=True, posix=True)
-    if len(words) > 1:
-        raise ValueError("several words: quote the value")
-    return words[0] if words else ""
+    """The string that ``KEY=raw`` assigns in sh (quotes, no expansion);
+    ValueError for what sh would read differently or run.
 
-
-def parse_config(lines: Iterable[str], source: str = CONFIG_PATH) -> tuple[Config, list[str]]:
-    """Parse the lines of a config file.
-
-    Returns the config and warnings (unknown keys, malformed lines), each
-    naming ``source`` and the line number.  Raises ConfigError for a bad value.
+    >>> parse_value("'a b'"), parse_value("a#b")
+    ('a b', 'a#b')
+    >>> parse_value("$HOME")
+    Traceback (most recent call last):
+    ValueError: '$H' starts an expansion: kexec-auto does not expand; quote it with '...'
     """
+    return shfile.parse_line(f"KEY={raw}")[1]
+
+
+def parse_config(lines: Union[str, Iterable[str]], source: str = CONFIG_PATH) -> tuple[Config, list[str]]:
+    """Parse a config file, given as its text or as its lines.
+
+    Returns the config and warnings (unknown keys), each naming ``source``
+    and the line number.  Raises ConfigError for a bad value or a line
+    that sh would read differently from kexec-auto (see shfile).
+    """
+    if isinstance(lines, str):
+        lines = lines.split("\n")
     values: dict[str, object] = {}
     warnings = []
     for number, line in enumerate(lines, 1):
-        line = line.rstrip("\n")
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+        line = line[:-1] if line.endswith("\n") else line
         where = f"{source}:{number}: "
-        match = _ASSIGNMENT.fullmatch(line)
-        if not match:
-            warnings.append(f"{where}ignoring malformed line: {line.strip()!r}")
+        try:
+            assignment = shfile.parse_line(line)
+        except ValueError as error:
+            key = shfile.assigned_name(line)
+            what = f"{key}: cannot parse {line.split('=', 1)[1]!r}" if key else f"cannot parse {line.strip()!r}"
+            raise ConfigError(f"{where}{what}: {error}") from None
+        if assignment is None:
             continue
-        key, raw = match.groups()
+        key, text = assignment
         if key not in KEYS:
             warnings.append(f"{where}ignoring unknown setting {key}")
             continue
-        try:
-            text = parse_value(raw)
-        except ValueError as error:
-            raise ConfigError(f"{where}{key}: cannot parse {raw!r}: {error}") from None
         values[KEYS[key][0]] = validate(key, text, where)
     return Config(**values), warnings
 
@@ -160,6 +183,8 @@ def set_values(lines: list[str], updates: dict[str, str]) -> list[str]:
 
     Existing assignments are replaced in place, keeping comments and every
     other line; new keys are appended.  Values are validated first.
+    ``lines`` are the file's text split at newlines only (never at other
+    line separators, which sh does not split at).
 
     >>> set_values(["# mine", "PIN=", "X=1"], {"PIN": "6.1.0-56-amd64", "ENABLED": "true"})
     ['# mine', 'PIN=6.1.0-56-amd64', 'X=1', 'ENABLED=true']
@@ -169,9 +194,8 @@ def set_values(lines: list[str], updates: dict[str, str]) -> list[str]:
     pending = dict(updates)
     result = []
     for line in lines:
-        match = _ASSIGNMENT.fullmatch(line.rstrip("\n"))
-        if match and match.group(1) in updates:
-            key = match.group(1)
+        key = shfile.assigned_name(line.rstrip("\n"))
+        if key in updates:
             if key not in pending:
                 continue  # a later duplicate of a key already written
             result.append(f"{key}={_quote(pending.pop(key))}")

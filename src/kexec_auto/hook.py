@@ -42,6 +42,7 @@ def run(kind: str, argv: Sequence[str]) -> int:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.dup2(2, 1)
+    sys.stderr.reconfigure(errors="backslashreplace")  # a release that is not UTF-8 is still printed
     sys.stdout = sys.stderr
     try:
         if not should_act(kind, os.environ.get("DEB_MAINT_PARAMS")):
@@ -55,8 +56,9 @@ def run(kind: str, argv: Sequence[str]) -> int:
         app.update(root, quiet=False)
     except Exception as error:  # noqa: BLE001 - a hook must not break apt
         release = f" for kernel {argv[0]}" if argv else ""
+        what = " ".join(str(error).split("\n")) or error.__class__.__name__
         print(
-            f"kexec-auto: error{release}: {error}; /etc/default/kexec left unchanged "
+            f"kexec-auto: error{release}: {what}; /etc/default/kexec left unchanged "
             f"(kernel installation continues)",
             file=sys.stderr,
         )

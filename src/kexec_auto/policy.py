@@ -81,7 +81,7 @@ def select_kernel(
     """Select the kernel to boot next from ``kernels`` under ``config``.
 
     ``running`` is the release of the running kernel (its flavour is the
-    default choice); ``bad`` maps releases that failed to boot to why.
+    default choice; '' when unknown, as in a chroot); ``bad`` maps releases that failed to boot to why.
     Never raises: problems become warnings or errors.
     """
     bad = bad or {}
@@ -95,6 +95,10 @@ def select_kernel(
     wanted = running_flavour if config.flavour in ("running", "any") else config.flavour
     if config.flavour == "any":
         pool, scope = eligible, "newest kernel of any flavour, as FLAVOUR=any asks"
+    elif config.flavour == "running" and not running:
+        # No running kernel of this system to follow (a chroot): its first
+        # boot selects again, by the flavour it then runs.
+        pool, scope = eligible, "newest kernel of any flavour, while the running kernel is unknown"
     else:
         pool = [k for k in eligible if k.flavour == wanted]
         scope = (

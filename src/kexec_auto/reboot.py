@@ -4,13 +4,13 @@ hand-off after power-on."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Optional
 
-from . import assess, safetynet, system, trial
+from . import assess, files, lock, safetynet, system, trial
 from .app import (DEFAULT_KEXEC, Log, arm, change_boot_state, load_config, make_plan, now, read_boot_state,
                   stderr_log, update)
-from .cmdline import clean_cmdline
+from .cmdline import clean_cmdline, max_length
 from .policy import select_kernel
 
 NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
@@ -18,6 +18,7 @@ LOADED_MARKER = "/run/kexec-auto/loaded"
 HANDOFF_OFF = "kexec_auto.handoff=0"  # on the kernel command line: no hand-off
 
 
+@lock.exclusive
 def boot(root: str, log: Log = stderr_log) -> int:
     """Early in every boot (kexec-auto-load.service's start): judge the
     kernel that was being tried, publish the selection for ``systemctl
@@ -29,13 +30,14 @@ def boot(root: str, log: Log = stderr_log) -> int:
         state, events = assess.assess_boot(state, running, now(), config.tries)
         return assess.reached_userspace(state, running), events
 
-    for event in change_boot_state(root, judge):
-        log(f"warning: {event}")
+    if running:  # '' in a chroot: no boot of this system to judge
+        for event in change_boot_state(root, judge):
+            log(f"warning: {event}")
     plan = make_plan(root)
-    if plan.config.enabled:
-        # Keep /etc/default/kexec in step with marks and with kernels that
-        # changed without a hook (the hand-off below loads from it).
-        update(root, quiet=True, log=log, plan=plan)
+    # Keep /etc/default/kexec in step with marks, with kernels that changed
+    # without a hook and with this boot's command line (the hand-off below
+    # loads from it); when disabled, give it back.
+    update(root, quiet=True, log=log, plan=plan)
     arm(root, plan)
     if not (plan.config.enabled and plan.config.handoff):
         return 0
@@ -63,7 +65,8 @@ def boot(root: str, log: Log = stderr_log) -> int:
     if status != 0:
         return 1
     mark_loaded(root, target.image)
-    change_boot_state(root, lambda state: (assess.start_trial(state, target.release, now()), []))
+    release = system.image_release(root, target.image) or target.release
+    change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
     result = system.run(["systemctl", "--no-block", "kexec"])
     if result.returncode != 0:
         log(f"error: systemctl kexec failed: {result.stderr.strip()}")
@@ -71,17 +74,22 @@ def boot(root: str, log: Log = stderr_log) -> int:
     return 0
 
 
+@lock.exclusive
 def bless(root: str, log: Log = stderr_log) -> int:
     """The system reached a healthy state (kexec-auto-bless.service, after
     boot-complete.target): the running kernel is good, and its trial boot's
     safety net is removed."""
     running = system.running_release(root)
+    if not running:
+        log("the running kernel is not this system's (chroot or container): nothing to mark")
+        return 0
     for event in change_boot_state(root, lambda state: assess.bless(state, running, now())):
         log(event)
     safetynet.end(root, running, log)
     return 0
 
 
+@lock.exclusive
 def forget(root: str, release: str, why: str = "kexec-auto forget", log: Log = stderr_log) -> int:
     """Clear what is known of ``release`` so that it can be selected again."""
     for event in change_boot_state(root, lambda state: assess.forget(state, release, now(), why)):
@@ -100,7 +108,7 @@ def fail_trial(root: str, kind: str, log: Log = stderr_log) -> int:
     if deadline is None:
         log(f"{kind}: this boot is no trial boot of kexec-auto; nothing to do")
         return 0
-    running = system.running_release(root)
+    running = system.kernel_release(root)
     why = safetynet.failure_reason(kind, deadline)
     try:
         for event in change_boot_state(root, lambda state: assess.trial_failed(state, running, why, now())):
@@ -123,9 +131,9 @@ def watchdog_trial(root: str, log: Log = stderr_log) -> int:
 
 
 def mark_loaded(root: str, image: str) -> None:
-    marker = system.at(root, LOADED_MARKER)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(image + "\n", encoding="utf-8")
+    marker = system.at(root, LOADED_MARKER, follow=False)
+    files.make_dirs(marker.parent)
+    files.write_atomic(marker, image + "\n")
 
 
 def _loaded_for_this_reboot(root: str) -> bool:
@@ -134,13 +142,17 @@ def _loaded_for_this_reboot(root: str) -> bool:
     return system.at(root, LOADED_MARKER).exists() and bool(system.kexec_loaded(root))
 
 
+@lock.exclusive
 def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial: bool = False) -> int:
     """Load the kernel /etc/default/kexec names into memory with kexec.
     At shutdown (and for the hand-off) it is loaded for a trial boot: with
     the trial words on its command line, and recorded as being tried."""
+    if not system.is_host(root) and system.confinement(root) == "root":
+        log("error: refusing to load a kernel from another root directory: it would replace the host's next boot")
+        return 1
     config, _ = load_config(root)
     if at_shutdown:
-        running = system.running_release(root)
+        running = system.kernel_release(root)  # a reboot job is queued: systemd runs this machine
         change_boot_state(root, lambda state: assess.end_trial(state, running))
         rebooting = {"reboot.target", "kexec.target"} & set(system.queued_jobs())
         if not rebooting:
@@ -149,8 +161,8 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial:
         if state.trying == running and state.trying_failed:
             log(f"{running} gave up its trial boot: not loading a kernel, the reboot goes through the firmware")
             return 0
-        flag = system.at(root, NO_KEXEC_REBOOT)
-        if flag.exists():
+        flag = system.at(root, NO_KEXEC_REBOOT, follow=False)
+        if os.path.lexists(flag):
             flag.unlink()
             log("cold reboot requested (coldreboot): not loading a kernel")
             return 0
@@ -162,6 +174,9 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial:
             return 0
         for_trial = True
     else:
+        if not config.enabled:
+            log("error: kexec-auto is disabled (ENABLED=false in /etc/default/kexec-auto): not loading a kernel")
+            return 1
         where = system.confinement(root)
         if where:
             what = {
@@ -182,8 +197,12 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial:
                          for_trial=for_trial, deadline=config.trial_timeout)
     if status == 0 and at_shutdown:
         mark_loaded(root, values["KERNEL_IMAGE"])
-        release = Path(values["KERNEL_IMAGE"]).name.removeprefix("vmlinuz-")
-        change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
+        # Judge the kernel really loaded (KERNEL_IMAGE=/vmlinuz is a link).
+        release = system.image_release(root, values["KERNEL_IMAGE"])
+        if release:
+            change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
+        else:
+            log(f"warning: cannot tell which kernel release {values['KERNEL_IMAGE']} is; its boot is not judged")
     return status
 
 
@@ -199,6 +218,10 @@ def load_kernel(root: str, image: str, initrd: str, append: str, log: Log, for_t
         if deadline is None:
             deadline = load_config(root)[0].trial_timeout
         append = trial.trial_cmdline(append, deadline)
+        if len(append.encode()) > max_length():
+            log(f"error: the command line with the trial words is {len(append.encode())} bytes, longer than "
+                f"the kernel accepts ({max_length()}); not loading {image}: shorten CMDLINE or EXTRA_CMDLINE")
+            return 1
     values = {"KERNEL_IMAGE": image, "INITRD": initrd, "APPEND": append}
     argv = kexec_argv(kexec, values, system.lockdown_mode(root), system.current_cmdline(root)[0])
     result = system.run(argv)
@@ -212,7 +235,8 @@ def load_kernel(root: str, image: str, initrd: str, append: str, log: Log, for_t
 
 def kexec_argv(kexec: str, values: dict[str, str], lockdown: Optional[str], cmdline: str) -> list[str]:
     """The kexec command line; kexec_file_load (-s) under lockdown, where
-    kexec_load is refused.
+    kexec_load is refused.  An empty APPEND reuses ``cmdline`` (the running
+    one) without the boot loader's words, never with them.
 
     >>> kexec_argv("/sbin/kexec", {"KERNEL_IMAGE": "/boot/vmlinuz-6.1", "INITRD": "/boot/initrd.img-6.1",
     ...            "APPEND": "root=/dev/vda"}, "integrity", "")
@@ -221,5 +245,5 @@ def kexec_argv(kexec: str, values: dict[str, str], lockdown: Optional[str], cmdl
     argv = [kexec] + (["-s"] if lockdown not in (None, "none") else []) + ["-l", values["KERNEL_IMAGE"]]
     if values.get("INITRD"):
         argv.append(f"--initrd={values['INITRD']}")
-    argv.append(f"--append={values.get('APPEND') or cmdline}")
+    argv.append(f"--append={values.get('APPEND') or clean_cmdline(cmdline)}")
     return argv

@@ -95,3 +95,26 @@ def split_flavour(release: str) -> tuple[str, str]:
 
 def flavour_of(release: str) -> str:
     return split_flavour(release)[1]
+
+
+# What a kernel release may be made of to be written into /etc/default/kexec,
+# a boot loader entry and kexec-auto's messages as it is: every release
+# Debian builds fits ("6.12.117+deb12-cloud-amd64", "6.1.0-0.deb11.17-686-pae").
+_SAFE_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9+.~_-]*")
+
+
+def unsafe_release(release: str) -> str:
+    """Why ``release`` cannot be used as it is ('' when it can).
+
+    >>> unsafe_release("6.1.0-56-cloud-amd64")
+    ''
+    >>> unsafe_release("6.1.0\\nLOAD_KEXEC=x")
+    'characters other than letters, digits and + . ~ _ -'
+    """
+    if _SAFE_RELEASE.fullmatch(release):
+        return ""
+    try:
+        release.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not UTF-8"
+    return "characters other than letters, digits and + . ~ _ -" if release else "empty"

@@ -1,0 +1,89 @@
+"""Nothing widened, nothing assumed: modes and owners survive, directories
+are 0755 whatever the umask, an overlong command line is refused."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+
+import pytest
+
+from kexec_auto import app, cli, system
+
+NEW = "6.12.117+deb12-cloud-amd64"
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture
+def machine(root, monkeypatch):
+    root.add_kernel(NEW)
+    monkeypatch.setattr(system, "confinement", lambda r: "")
+    monkeypatch.setattr(system, "kexec_binary", lambda: "/sbin/kexec")
+    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    monkeypatch.setattr(system, "run", lambda argv: subprocess.CompletedProcess(argv, 0, "", ""))
+    return root
+
+
+def test_copies_aside_keep_the_mode_and_owner_of_what_they_copy(machine):
+    r = str(machine)
+    machine.write("/etc/default/kexec", "LOAD_KEXEC=false\n# secret notes\n", mode=0o600)
+    os.chown(machine.file("/etc/default/kexec"), 1234, 1235)
+    assert cli.main(["update", "--root", r]) == 0
+    original = machine.file("/var/lib/kexec-auto/kexec.orig")
+    assert (mode(original), original.stat().st_uid, original.stat().st_gid) == (0o600, 1234, 1235)
+    # The file kexec-auto replaces keeps its mode and owner, and so does its record.
+    target = machine.file("/etc/default/kexec")
+    assert (mode(target), target.stat().st_uid, target.stat().st_gid) == (0o600, 1234, 1235)
+    assert mode(machine.file("/var/lib/kexec-auto/kexec.written")) == 0o600
+    # A hand edit kept aside.
+    machine.write("/etc/default/kexec", "# edited\n", mode=0o640)
+    machine.add_kernel("6.12.118+deb12-cloud-amd64")
+    assert cli.main(["update", "--root", r]) == 0
+    assert mode(machine.file("/etc/default/kexec.kexec-auto-old")) == 0o640
+    # A corrupt boot state moved aside as it was.
+    machine.write(app.BOOT_STATE, "{ corrupt", mode=0o600)
+    assert cli.main(["bless", "--root", r]) == 0
+    assert mode(machine.file(app.BOOT_STATE + ".corrupt")) == 0o600
+    # The settings file keeps its mode through set.
+    machine.write("/etc/default/kexec-auto", "PIN=\n", mode=0o600)
+    assert cli.main(["set", "EXTRA_CMDLINE=quiet", "--root", r]) == 0
+    assert mode(machine.file("/etc/default/kexec-auto")) == 0o600
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_directories_are_0755_and_new_files_0644_whatever_the_umask(machine, umask):
+    r = str(machine)
+    previous = os.umask(umask)
+    try:
+        for command in (["set", "EXTRA_CMDLINE=quiet"], ["update"], ["arm"], ["load", "--at-shutdown"], ["bless"]):
+            assert cli.main([*command, "--root", r]) == 0, command
+    finally:
+        os.umask(previous)
+    for directory in ("/var/lib/kexec-auto", "/run/boot-loader-entries", "/run/boot-loader-entries/kexec-auto",
+                      "/run/boot-loader-entries/loader", "/run/boot-loader-entries/loader/entries",
+                      "/run/kexec-auto", "/etc/default"):
+        assert mode(machine.file(directory)) == 0o755, directory
+    for path in ("/etc/default/kexec", "/etc/default/kexec-auto", app.BOOT_STATE, "/run/kexec-auto/loaded",
+                 "/run/boot-loader-entries/loader/entries/kexec-auto.conf", "/var/lib/kexec-auto/lock"):
+        assert mode(machine.file(path)) == 0o644, path
+
+
+def test_a_command_line_longer_than_the_kernel_accepts_is_refused(machine, capsys):
+    r = str(machine)
+    assert cli.main(["update", "--root", r]) == 0
+    before = machine.read("/etc/default/kexec")
+    capsys.readouterr()
+    assert cli.main(["set", f"EXTRA_CMDLINE={'x' * 2100}", "--root", r]) == 1
+    assert "2100 bytes, more than a kernel command line can hold (2047)" in capsys.readouterr().err
+    # Together with the running command line: refused as a whole.
+    machine.write("/proc/cmdline", "root=/dev/vda ro " + "y" * 1900 + "\n")
+    assert cli.main(["set", f"EXTRA_CMDLINE={'z' * 200}", "--root", r]) == 0
+    assert cli.main(["update", "--root", r]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "the kernel command line would be 2118 bytes (/proc/cmdline with EXTRA_CMDLINE), more than the 2047" in err
+    assert machine.read("/etc/default/kexec") == before
