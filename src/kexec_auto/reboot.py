@@ -11,14 +11,19 @@ from .app import DEFAULT_KEXEC, Log, arm, change_boot_state, load_config, make_p
 
 NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
 LOADED_MARKER = "/run/kexec-auto/loaded"
+LOAD_FAILED_MARKER = "/var/lib/kexec-auto/load-failed"  # read and removed by the next boot
 HANDOFF_OFF = "kexec_auto.handoff=0"  # on the kernel command line: no hand-off
 
 
 def boot(root: str, log: Log = stderr_log) -> int:
-    """Early in every boot (kexec-auto-load.service's start): judge the
+    """Early in every boot (kexec-auto-boot.service): judge the
     kernel that was being tried, publish the selection for ``systemctl
     kexec``, and hand off to the selected kernel when HANDOFF=true."""
     running = system.running_release(root)
+    failed = system.at(root, LOAD_FAILED_MARKER)
+    if failed.exists():
+        log(f"warning: the last reboot did not go through kexec: {failed.read_text(errors='replace').strip()}")
+        failed.unlink()
     for event in change_boot_state(root, lambda state: assess.assess_boot(state, running, now())):
         log(f"warning: {event}; it will not be selected again until its package is "
             "reinstalled or 'kexec-auto forget' is run")
@@ -73,7 +78,12 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
             return 0
         flag = system.at(root, NO_KEXEC_REBOOT)
         if flag.exists():
-            flag.unlink()
+            # bookworm's kexec-load stops after this unit: while it would load
+            # a kernel (LOAD_KEXEC=true) it must find the flag, which it then
+            # removes; nothing else reads the flag, so then it goes here.
+            values = system.source_default_kexec(root) or {}
+            if not (system.kexec_tools_reads_load_kexec(root) and values.get("LOAD_KEXEC") == "true"):
+                flag.unlink()
             log("cold reboot requested (coldreboot): not loading a kernel")
             return 0
         # No confinement check here: a reboot job is queued, so systemd runs
@@ -106,6 +116,13 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
     if result.returncode != 0:
         why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         log(f"error: kexec refused to load {values['KERNEL_IMAGE']}: {why}")
+        if at_shutdown:
+            event = (f"loading {values['KERNEL_IMAGE']} at shutdown failed ({why}): "
+                     "that reboot went through the firmware")
+            change_boot_state(root, lambda state: assess.note(state, now(), event))
+            marker = system.at(root, LOAD_FAILED_MARKER)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(event + "\n", encoding="utf-8")
         return 1
     if at_shutdown:
         marker = system.at(root, LOADED_MARKER)
@@ -113,7 +130,8 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log) -> int:
         marker.write_text(values["KERNEL_IMAGE"] + "\n", encoding="utf-8")
         release = Path(values["KERNEL_IMAGE"]).name.removeprefix("vmlinuz-")
         change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
-    log(f"loaded {values['KERNEL_IMAGE']} for the next reboot")
+    call = "kexec_file_load" if "-s" in argv else "kexec_load"
+    log(f"loaded {values['KERNEL_IMAGE']} for the next reboot with {call}")
     return 0
 
 
