@@ -320,7 +320,7 @@ ka_json list kexec-auto list --json
         # 1: provider again after the panic reset the machine (qemu run 1)
         ASSESS_LIB + report + """ka_json status_json kexec-auto status --json
 ka_run status kexec-auto status
-ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service
+ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service -u kexec-auto-boot.service
 ka_do reboot
 """,
         # 2: the next newest kernel through kexec; blessed, then rebooted once more
@@ -376,7 +376,7 @@ ka_do coldreboot
         # 2: the next power-on hands off to the same working kernel again
         ASSESS_LIB + report + "ka_do coldreboot\n",
         # 3: kexec_auto.handoff=0 on the provider's command line: stays there
-        ASSESS_LIB + report + """ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service
+        ASSESS_LIB + report + """ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service -u kexec-auto-boot.service
 """,
     ]
 
