@@ -189,7 +189,12 @@ def test_unit_orders_the_shutdown_load_as_the_contract_says():
     unit = (DEBIAN / "kexec-auto-load.service").read_text()
     lines = {line for line in unit.splitlines() if not line.startswith("#")}
     for line in (
-        "After=local-fs.target kexec-load.service",
+        # without default dependencies multi-user.target is not ordered after it
+        "DefaultDependencies=no",
+        "Requires=sysinit.target",
+        "After=sysinit.target basic.target local-fs.target kexec-load.service",
+        "Conflicts=shutdown.target",
+        "Before=shutdown.target",
         "RequiresMountsFor=/boot",
         "ConditionVirtualization=!container",
         "Type=oneshot",
