@@ -830,13 +830,13 @@ def grub_settings(timeout: int, default: str, cmdline: str) -> str:
     )
 
 
-def configure_grub(chroot: Chroot, base: BaseTree, timeout: int, cmdline: str) -> str:
-    """Pin GRUB's default to the provider kernel, set its timeout, run
-    update-grub; then put the real grub-probe and grub-install back.
-    Returns the generated grub.cfg."""
+def configure_grub(chroot: Chroot, default: str, timeout: int, cmdline: str) -> str:
+    """Pin GRUB's default to the kernel release default (a provider's
+    choice), set its timeout, run update-grub; then put the real grub-probe
+    and grub-install back.  Returns the generated grub.cfg."""
     conf = chroot.path("/etc/default/grub.d/kexec-auto-tests.cfg")
     conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(grub_settings(timeout, base.provider, cmdline))
+    conf.write_text(grub_settings(timeout, default, cmdline))
     chroot.run(["update-grub"])
     chroot.run(["grub-editenv", "/boot/grub/grubenv", "create"])
     restore_grub_tools(chroot)
