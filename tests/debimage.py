@@ -50,6 +50,7 @@ import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -168,6 +169,7 @@ def locked(path: Path) -> Iterator[None]:
 
 _lock = locked  # the name the chroot suite's helpers used
 _session: dict[str, object] = {}
+_session_lock = threading.Lock()  # the VM suite builds images in threads
 
 
 def session_dir() -> Path:
@@ -177,8 +179,13 @@ def session_dir() -> Path:
     sessions that died (their lock is free) are removed when the next session
     starts, and the own one at exit (unless $KEXEC_AUTO_TEST_KEEP is set).
     """
-    if "path" in _session:
+    with _session_lock:
+        if "path" not in _session:
+            _start_session()
         return _session["path"]  # type: ignore[return-value]
+
+
+def _start_session() -> None:
     top = cache_dir() / "sessions"
     top.mkdir(parents=True, exist_ok=True)
     for old in top.iterdir():
@@ -198,7 +205,6 @@ def session_dir() -> Path:
     fcntl.flock(handle, fcntl.LOCK_EX)
     _session.update(path=path, handle=handle)
     atexit.register(_end_session, path)
-    return path
 
 
 def _end_session(path: Path) -> None:
