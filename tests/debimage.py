@@ -909,7 +909,10 @@ def configure_guest(tree: Path, layout: str = "provider") -> None:
     else:
         fstab = f"UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n"
         if layout != "bios":
-            fstab += f"UUID={ESP_VOLUME_ID[:4].upper()}-{ESP_VOLUME_ID[4:].upper()} /boot/efi vfat umask=0077 0 1\n"
+            # systemd's default 90 s wait for the device was too short for udev
+            # in a TCG guest on a busy host: boot-efi.mount failed, emergency mode
+            fstab += (f"UUID={ESP_VOLUME_ID[:4].upper()}-{ESP_VOLUME_ID[4:].upper()} /boot/efi vfat "
+                      "umask=0077,x-systemd.device-timeout=10min 0 1\n")
     (tree / "etc/fstab").write_text(fstab)
     (tree / "etc/hostname").write_text("ka-vm\n")
     (tree / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
