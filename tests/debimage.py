@@ -50,6 +50,7 @@ import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -168,6 +169,7 @@ def locked(path: Path) -> Iterator[None]:
 
 _lock = locked  # the name the chroot suite's helpers used
 _session: dict[str, object] = {}
+_session_lock = threading.Lock()  # the VM suite builds images in threads
 
 
 def session_dir() -> Path:
@@ -177,8 +179,13 @@ def session_dir() -> Path:
     sessions that died (their lock is free) are removed when the next session
     starts, and the own one at exit (unless $KEXEC_AUTO_TEST_KEEP is set).
     """
-    if "path" in _session:
+    with _session_lock:
+        if "path" not in _session:
+            _start_session()
         return _session["path"]  # type: ignore[return-value]
+
+
+def _start_session() -> None:
     top = cache_dir() / "sessions"
     top.mkdir(parents=True, exist_ok=True)
     for old in top.iterdir():
@@ -198,7 +205,6 @@ def session_dir() -> Path:
     fcntl.flock(handle, fcntl.LOCK_EX)
     _session.update(path=path, handle=handle)
     atexit.register(_end_session, path)
-    return path
 
 
 def _end_session(path: Path) -> None:
@@ -830,13 +836,13 @@ def grub_settings(timeout: int, default: str, cmdline: str) -> str:
     )
 
 
-def configure_grub(chroot: Chroot, base: BaseTree, timeout: int, cmdline: str) -> str:
-    """Pin GRUB's default to the provider kernel, set its timeout, run
-    update-grub; then put the real grub-probe and grub-install back.
-    Returns the generated grub.cfg."""
+def configure_grub(chroot: Chroot, default: str, timeout: int, cmdline: str) -> str:
+    """Pin GRUB's default to the kernel release default (a provider's
+    choice), set its timeout, run update-grub; then put the real grub-probe
+    and grub-install back.  Returns the generated grub.cfg."""
     conf = chroot.path("/etc/default/grub.d/kexec-auto-tests.cfg")
     conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(grub_settings(timeout, base.provider, cmdline))
+    conf.write_text(grub_settings(timeout, default, cmdline))
     chroot.run(["update-grub"])
     chroot.run(["grub-editenv", "/boot/grub/grubenv", "create"])
     restore_grub_tools(chroot)
@@ -903,7 +909,10 @@ def configure_guest(tree: Path, layout: str = "provider") -> None:
     else:
         fstab = f"UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n"
         if layout != "bios":
-            fstab += f"UUID={ESP_VOLUME_ID[:4].upper()}-{ESP_VOLUME_ID[4:].upper()} /boot/efi vfat umask=0077 0 1\n"
+            # systemd's default 90 s wait for the device was too short for udev
+            # in a TCG guest on a busy host: boot-efi.mount failed, emergency mode
+            fstab += (f"UUID={ESP_VOLUME_ID[:4].upper()}-{ESP_VOLUME_ID[4:].upper()} /boot/efi vfat "
+                      "umask=0077,x-systemd.device-timeout=10min 0 1\n")
     (tree / "etc/fstab").write_text(fstab)
     (tree / "etc/hostname").write_text("ka-vm\n")
     (tree / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")

@@ -284,14 +284,55 @@ def test_load_at_shutdown_only_when_rebooting_and_marks(on_machine, monkeypatch)
 
 
 def test_load_at_shutdown_honours_coldreboot_once(on_machine, monkeypatch, capsys):
+    # trixie: nothing but kexec-auto reads the flag, so it removes it
     fake = FakeRun()
     monkeypatch.setattr(system, "run", fake)
     monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    on_machine.file("/etc/init.d/kexec-load").unlink()
+    run_cli(on_machine, "update")
     on_machine.write("/no-kexec-reboot", "")
     assert run_cli(on_machine, "load", "--at-shutdown") == 0
     assert fake.calls == [] and not on_machine.exists("/no-kexec-reboot")
     assert not on_machine.exists("/run/kexec-auto/loaded")
     assert "cold reboot requested" in capsys.readouterr().err
+
+
+def test_coldreboot_flag_is_left_for_bookworms_kexec_load(on_machine, monkeypatch):
+    """kexec-load runs after kexec-auto at shutdown and loads a kernel unless
+    it finds the flag (which it then removes): removing it first would make
+    a cold reboot load a kernel for nothing."""
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    assert on_machine.sourced()["LOAD_KEXEC"] == "true"
+    on_machine.write("/no-kexec-reboot", "")
+    assert run_cli(on_machine, "load", "--at-shutdown") == 0
+    assert fake.calls == [] and on_machine.exists("/no-kexec-reboot")
+    # with LOAD_KEXEC=false kexec-load stops before looking at the flag
+    on_machine.config("ENABLED=true\nPIN=9.9.9-1-cloud-amd64\nEXCLUDE=\"*\"\n")
+    run_cli(on_machine, "update")
+    assert on_machine.sourced()["LOAD_KEXEC"] == "false"
+    assert run_cli(on_machine, "load", "--at-shutdown") == 0
+    assert fake.calls == [] and not on_machine.exists("/no-kexec-reboot")
+
+
+def test_failed_load_at_shutdown_is_reported_by_the_next_boot(on_machine, monkeypatch, capsys):
+    fake = FakeRun(returncode=1, stderr="kexec_file_load failed: Key was rejected by service\n")
+    monkeypatch.setattr(system, "run", fake)
+    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    assert run_cli(on_machine, "load", "--at-shutdown") == 1
+    assert not on_machine.exists("/run/kexec-auto/loaded")
+    assert "Key was rejected" in capsys.readouterr().err
+    monkeypatch.setattr(system, "booting", lambda: False)
+    monkeypatch.setattr(system, "run", FakeRun())
+    assert run_cli(on_machine, "boot") == 0
+    err = capsys.readouterr().err
+    assert "the last reboot did not go through kexec" in err and "Key was rejected" in err
+    assert not on_machine.exists("/var/lib/kexec-auto/load-failed")
+    assert run_cli(on_machine, "status", "--json") in (0, 3)
+    status = json.loads(capsys.readouterr().out)
+    assert any("at shutdown failed (kexec_file_load failed: Key was rejected by service)" in e
+               for e in status["boot_events"]), status
 
 
 def test_load_at_shutdown_does_nothing_when_disabled(on_machine, monkeypatch):

@@ -61,3 +61,13 @@ def test_qemu_command_per_layout(tmp_path):
 def test_grub_probe_standin_answers_for_the_guest_disk():
     text = debimage._standin_text("/usr/sbin/grub-probe", "uefi")
     assert "echo /dev/vda2" in text and debimage.ROOT_UUID in text and "echo gpt" in text
+
+
+def test_one_session_directory_per_process_even_from_threads(tmp_path, monkeypatch):
+    import concurrent.futures
+    monkeypatch.setenv(debimage.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(debimage, "_session", {})
+    monkeypatch.setattr(debimage.atexit, "register", lambda *a: None)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        paths = set(pool.map(lambda _: debimage.session_dir(), range(8)))
+    assert len(paths) == 1 and next(iter(paths)).parent == tmp_path / "sessions"

@@ -112,6 +112,9 @@ def test_many_writers_at_once_lose_nothing(machine, env):
     for key, value in keys.items():
         assert f"{key}=" in config, f"set {key} was lost:\n{config}"
     assert not list(machine.file("/etc/default").glob("kexec.kexec-auto-old*")), "a spurious 'edited by hand' copy"
+    # `set` changes only the settings; the next update writes them out
+    assert subprocess.run([sys.executable, "-m", "kexec_auto", "update", "--root", str(machine)],
+                          env=env, capture_output=True).returncode == 0
     assert machine.sourced()["APPEND"] == "root=/dev/vda ro quiet"
 
 

@@ -102,6 +102,7 @@ def test_dh_package_installs_every_file_where_it_belongs(debs):
         "/usr/bin/kexec-auto": "-rwxr-xr-x",
         "/lib/systemd/system/kexec-auto-load.service": "-rw-r--r--",
         "/lib/systemd/system/kexec-auto-bless.service": "-rw-r--r--",
+        "/lib/systemd/system/kexec-auto-boot.service": "-rw-r--r--",
         "/usr/share/kexec-auto/templates/default-kexec.j2": "-rw-r--r--",
         "/usr/share/man/man8/kexec-auto.8.gz": "-rw-r--r--",
         "/usr/lib/python3/dist-packages/kexec_auto/cli.py": "-rw-r--r--",
@@ -125,6 +126,7 @@ def test_unit_is_enabled_and_started_by_the_maintainer_scripts(debs, tmp_path):
     postinst = control_files(debs["dh"], tmp_path / "DEBIAN")["postinst"].decode()
     assert "deb-systemd-helper enable 'kexec-auto-load.service'" in postinst
     assert "deb-systemd-helper enable 'kexec-auto-bless.service'" in postinst
+    assert "deb-systemd-helper enable 'kexec-auto-boot.service'" in postinst
     assert re.search(r"deb-systemd-invoke \$_dh_action [^\n]*'kexec-auto-load.service'", postinst)
     assert re.search(r"deb-systemd-invoke \$_dh_action [^\n]*'kexec-auto-bless.service'", postinst)
     # The answers are written and /etc/default/kexec updated before the unit
@@ -214,24 +216,51 @@ def test_unit_orders_the_shutdown_load_as_the_contract_says():
     unit = (DEBIAN / "kexec-auto-load.service").read_text()
     lines = {line for line in unit.splitlines() if not line.startswith("#")}
     for line in (
-        "After=local-fs.target kexec-load.service",
+        # without default dependencies multi-user.target is not ordered after it
+        "DefaultDependencies=no",
+        "Requires=sysinit.target",
+        "After=sysinit.target basic.target local-fs.target kexec-load.service",
+        "Conflicts=shutdown.target",
+        "Before=shutdown.target",
         "RequiresMountsFor=/boot",
         "ConditionVirtualization=!container",
         "Type=oneshot",
         "RemainAfterExit=yes",
-        "ExecStart=/usr/bin/kexec-auto boot",
         "ExecStop=/usr/bin/kexec-auto load --at-shutdown",
         "WantedBy=multi-user.target",
     ):
         assert line in lines, line
+    # starting it runs nothing: the boot waits for no Python process
+    assert not [line for line in lines if line.startswith("ExecStart")], unit
     assert "debian/kexec-auto-load.service lib/systemd/system" in (DEBIAN / "kexec-auto.install").read_text()
+
+
+def test_boot_unit_runs_early_but_holds_up_nothing():
+    unit = (DEBIAN / "kexec-auto-boot.service").read_text()
+    lines = {line for line in unit.splitlines() if not line.startswith("#")}
+    for line in (
+        # without default dependencies multi-user.target is not ordered after it
+        "DefaultDependencies=no",
+        "Requires=sysinit.target",
+        "After=sysinit.target basic.target local-fs.target kexec-auto-load.service",
+        "Conflicts=shutdown.target",
+        "Before=shutdown.target",
+        "RequiresMountsFor=/boot",
+        "ConditionVirtualization=!container",
+        "Type=oneshot",
+        "ExecStart=/usr/bin/kexec-auto boot",
+        "WantedBy=multi-user.target",
+    ):
+        assert line in lines, line
+    assert not [line for line in lines if line.startswith("Before=") and "multi-user" in line]
+    assert "debian/kexec-auto-boot.service lib/systemd/system" in (DEBIAN / "kexec-auto.install").read_text()
 
 
 def test_bless_unit_runs_after_boot_complete():
     unit = (DEBIAN / "kexec-auto-bless.service").read_text()
     lines = {line for line in unit.splitlines() if not line.startswith("#")}
     for line in (
-        "After=boot-complete.target multi-user.target kexec-auto-load.service",
+        "After=boot-complete.target multi-user.target kexec-auto-boot.service",
         "Requires=boot-complete.target",
         "ExecStart=/usr/bin/kexec-auto bless",
         "WantedBy=multi-user.target",

@@ -128,3 +128,40 @@ def test_confinement_from_systemd_detect_virt(monkeypatch):
     answers.update({"--chroot": (1, "Failed to check for chroot() environment: Permission denied\n")})
     assert confinement() == "unknown"
     system._host_confinement.cache_clear()
+
+
+def pe_image(signed: bool, magic: int = 0x20B) -> bytes:
+    """A bzImage with an EFI stub's PE header, as Debian's kernels have."""
+    image = bytearray(BZIMAGE + b"\0" * 1024)
+    image[0:2] = b"MZ"
+    pe = 0x80
+    image[0x3C:0x40] = pe.to_bytes(4, "little")
+    image[pe:pe + 4] = b"PE\0\0"
+    optional = pe + 24
+    image[optional:optional + 2] = magic.to_bytes(2, "little")
+    security = optional + (112 if magic == 0x20B else 96) + 4 * 8
+    if signed:
+        image[security:security + 8] = (0x400).to_bytes(4, "little") + (0x700).to_bytes(4, "little")
+    return bytes(image)
+
+
+def test_pe_signed_reads_the_certificate_table(root):
+    for signed in (True, False):
+        for magic in (0x20B, 0x10B):
+            path = root.write(f"/boot/img-{signed}-{magic}", pe_image(signed, magic))
+            assert system.pe_signed(path) is signed
+    assert system.pe_signed(root.write("/boot/plain", BZIMAGE)) is None
+    assert system.pe_signed(root.file("/boot/missing")) is None
+
+
+def test_unsigned_kernel_cannot_be_booted_under_lockdown_only(root):
+    root.add_kernel("6.1.0-9-cloud-amd64", image=pe_image(signed=True))
+    root.add_kernel("6.1.0-10-cloud-amd64", image=pe_image(signed=False))
+    problems = {k.release: k.problem for k in system.find_kernels(str(root))}
+    assert problems == {"6.1.0-9-cloud-amd64": "", "6.1.0-10-cloud-amd64": ""}
+    root.write("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
+    problems = {k.release: k.problem for k in system.find_kernels(str(root))}
+    assert problems["6.1.0-9-cloud-amd64"] == ""
+    assert problems["6.1.0-10-cloud-amd64"].startswith("not signed: kernel lockdown (integrity")
+    root.write("/sys/kernel/security/lockdown", "[none] integrity confidentiality\n")
+    assert all(not k.problem for k in system.find_kernels(str(root)))

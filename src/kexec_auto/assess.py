@@ -177,6 +177,11 @@ def forget(state: BootState, release: str, now: str, why: str) -> tuple[BootStat
     return _with(state, now, event, marks=marks), [event]
 
 
+def note(state: BootState, now: str, event: str) -> tuple[BootState, list[str]]:
+    """Record an event that changes no mark (shown by `kexec-auto status`)."""
+    return _with(state, now, event), [event]
+
+
 def dump_state(state: BootState) -> str:
     return json.dumps(
         {

@@ -15,15 +15,21 @@ from .policy import select_kernel
 
 NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
 LOADED_MARKER = "/run/kexec-auto/loaded"
+LOAD_FAILED_MARKER = "/var/lib/kexec-auto/load-failed"  # read and removed by the next boot
 HANDOFF_OFF = "kexec_auto.handoff=0"  # on the kernel command line: no hand-off
 
 
 @lock.exclusive
 def boot(root: str, log: Log = stderr_log) -> int:
-    """Early in every boot (kexec-auto-load.service's start): judge the
+    """Early in every boot (kexec-auto-boot.service): judge the
     kernel that was being tried, publish the selection for ``systemctl
     kexec``, and hand off to the selected kernel when HANDOFF=true."""
     running = system.running_release(root)
+    failed = system.at(root, LOAD_FAILED_MARKER, follow=False)
+    if failed.exists():
+        message = files.read_text(failed, errors="replace") or ""
+        log(f"warning: the last reboot did not go through kexec: {message.strip()}")
+        failed.unlink()
     config, _ = load_config(root)
 
     def judge(state: assess.BootState) -> tuple[assess.BootState, list[str]]:
@@ -61,7 +67,7 @@ def boot(root: str, log: Log = stderr_log) -> int:
     if target == plan.selection.kernel:
         status = load(root, log=log, for_trial=True)
     else:
-        status = load_kernel(root, target.image, target.initrd or "", plan.append, log, for_trial=True)
+        status = 0 if load_kernel(root, target.image, target.initrd or "", plan.append, log, for_trial=True) is None else 1
     if status != 0:
         return 1
     mark_loaded(root, target.image)
@@ -163,7 +169,12 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial:
             return 0
         flag = system.at(root, NO_KEXEC_REBOOT, follow=False)
         if os.path.lexists(flag):
-            flag.unlink()
+            # bookworm's kexec-load stops after this unit: while it would load
+            # a kernel (LOAD_KEXEC=true) it must find the flag, which it then
+            # removes; nothing else reads the flag, so then it goes here.
+            values = system.source_default_kexec(root) or {}
+            if not (system.kexec_tools_reads_load_kexec(root) and values.get("LOAD_KEXEC") == "true"):
+                flag.unlink()
             log("cold reboot requested (coldreboot): not loading a kernel")
             return 0
         if _loaded_for_this_reboot(root):
@@ -193,8 +204,16 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial:
         log(f"error: {DEFAULT_KEXEC} does not name a kernel to load (LOAD_KEXEC={values['LOAD_KEXEC']!r})")
         return 1
     append = values.get("APPEND") or clean_cmdline(system.current_cmdline(root)[0])
-    status = load_kernel(root, values["KERNEL_IMAGE"], values.get("INITRD", ""), append, log,
-                         for_trial=for_trial, deadline=config.trial_timeout)
+    error = load_kernel(root, values["KERNEL_IMAGE"], values.get("INITRD", ""), append, log,
+                        for_trial=for_trial, deadline=config.trial_timeout)
+    status = 0 if error is None else 1
+    if error is not None and at_shutdown:
+        event = (f"loading {values['KERNEL_IMAGE']} at shutdown failed ({error}): "
+                 "that reboot went through the firmware")
+        change_boot_state(root, lambda state: assess.note(state, now(), event))
+        marker = system.at(root, LOAD_FAILED_MARKER, follow=False)
+        files.make_dirs(marker.parent)
+        files.write_atomic(marker, event + "\n")
     if status == 0 and at_shutdown:
         mark_loaded(root, values["KERNEL_IMAGE"])
         # Judge the kernel really loaded (KERNEL_IMAGE=/vmlinuz is a link).
@@ -207,13 +226,13 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial:
 
 
 def load_kernel(root: str, image: str, initrd: str, append: str, log: Log, for_trial: bool = False,
-                deadline: Optional[int] = None) -> int:
+                deadline: Optional[int] = None) -> Optional[str]:
     """kexec -l (or -s under lockdown) one kernel; for a trial boot the
-    command line gets the trial words."""
+    command line gets the trial words.  None on success, else why not."""
     kexec = system.kexec_binary()
     if kexec is None:
         log("error: kexec not found; install the kexec-tools package")
-        return 1
+        return "kexec not found"
     if for_trial:
         if deadline is None:
             deadline = load_config(root)[0].trial_timeout
@@ -221,16 +240,17 @@ def load_kernel(root: str, image: str, initrd: str, append: str, log: Log, for_t
         if len(append.encode()) > max_length():
             log(f"error: the command line with the trial words is {len(append.encode())} bytes, longer than "
                 f"the kernel accepts ({max_length()}); not loading {image}: shorten CMDLINE or EXTRA_CMDLINE")
-            return 1
+            return "command line too long"
     values = {"KERNEL_IMAGE": image, "INITRD": initrd, "APPEND": append}
     argv = kexec_argv(kexec, values, system.lockdown_mode(root), system.current_cmdline(root)[0])
     result = system.run(argv)
     if result.returncode != 0:
         why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         log(f"error: kexec refused to load {image}: {why}")
-        return 1
-    log(f"loaded {image} for the next reboot" + (" (trial boot)" if for_trial else ""))
-    return 0
+        return why
+    call = "kexec_file_load" if "-s" in argv else "kexec_load"
+    log(f"loaded {image} for the next reboot with {call}" + (" (trial boot)" if for_trial else ""))
+    return None
 
 
 def kexec_argv(kexec: str, values: dict[str, str], lockdown: Optional[str], cmdline: str) -> list[str]:

@@ -174,9 +174,35 @@ def image_release(root: str, image: str) -> Optional[str]:
     return None
 
 
+def pe_signed(path: Path) -> Optional[bool]:
+    """Whether ``path``, an EFI (PE/COFF) image, carries an Authenticode
+    signature (its certificate table is not empty); None when it is not a
+    PE image at all.  Lockdown refuses kexec of an image without one."""
+    try:
+        head = _header(path, 4096) or b""
+    except OSError:
+        return None
+    if head[:2] != b"MZ" or len(head) < 0x40:
+        return None
+    pe = int.from_bytes(head[0x3C:0x40], "little")
+    optional = pe + 24
+    if head[pe:pe + 4] != b"PE\0\0" or len(head) < optional + 2:
+        return None
+    magic = int.from_bytes(head[optional:optional + 2], "little")
+    directories = optional + {0x10B: 96, 0x20B: 112}.get(magic, -optional)
+    security = directories + 4 * 8  # the fifth data directory: the certificate table
+    if directories < optional or len(head) < security + 8:
+        return None
+    return int.from_bytes(head[security + 4:security + 8], "little") > 0
+
+
 def find_kernels(root: str) -> list[Kernel]:
-    """Every ``/boot/vmlinuz-*``, with why it cannot be booted if so."""
+    """Every ``/boot/vmlinuz-*``, with why it cannot be booted if so.
+
+    Under kernel lockdown (Secure Boot) only signed images can be loaded
+    (kexec_file_load checks the signature): an unsigned one cannot be booted."""
     boot = at(root, BOOT)
+    lockdown = lockdown_mode(root)
     try:
         names = sorted(os.listdir(boot))
     except OSError:
@@ -198,6 +224,9 @@ def find_kernels(root: str) -> list[Kernel]:
             continue
         stray = next((why for s, why in STRAY_SUFFIXES.items() if s in release), "")
         problem = f"stray file ({stray})" if stray else _image_problem(path)
+        if not problem and lockdown not in (None, "none") and not pe_signed(path):
+            problem = (f"not signed: kernel lockdown ({lockdown}, Secure Boot) refuses to kexec "
+                       "an image without a signature")
         initrd_name = f"initrd.img-{release}"
         initrd_path = at(root, f"/{BOOT}/{initrd_name}")
         has_initrd = initrd_path.is_file() and initrd_path.stat().st_size > 0

@@ -1,64 +1,195 @@
-"""Benchmark (not a test): seconds from `reboot` to the new kernel's multi-user target.
+"""Benchmark (not a test): kexec-auto's reboot against the firmware reboot it replaces.
 
-    cd /work/main && /usr/bin/python3 tests/vm/bench_reboot.py [--suite bookworm] [--runs 3]
+    /usr/bin/python3 tests/vm/bench_reboot.py [--suite bookworm] [--layout uefi ...]
+                                              [--grub-timeout 5 --grub-timeout 0] [--runs 5]
 
-One VM, kexec-auto installed and a newer kernel than the provider's: the guest
-alternates `reboot` (kexec-auto's kexec reboot, provider -> newest kernel) and
-`coldreboot` (a firmware reboot, newest -> provider kernel, which under qemu's
--no-reboot is qemu exiting and the host starting it again on the same disk
-and the same fixed -kernel, as a reset would).
+One VM per (suite, layout, GRUB timeout), kexec-auto installed and a newer
+kernel than the provider's.  Both paths boot the same kernel, the newest:
+the guest alternates `reboot` (kexec-auto's kexec reboot) and `coldreboot`
+(a firmware reboot: qemu runs with -no-reboot, so a reset ends qemu and the
+host starts it again on the same disk, as a reset restarts a machine),
+and GRUB's default entry (or, for the provider layout, qemu's -kernel) is
+the newest kernel too.  Layouts: provider (qemu -kernel, no firmware, no
+boot loader), bios (SeaBIOS + GRUB), uefi (OVMF + GRUB), secureboot (OVMF
+with Secure Boot, shim, signed GRUB and kernel).
 
-Measured on the host from the serial console: from the moment the guest
-prints that it runs the reboot command to the moment the next boot prints
-that multi-user.target is active (the guest polls every 0.2 s).  The guest
-kernel's uptime at that point is shown too.  TCG, -smp 1, -m 1536.
+Everything is timed on the host from the serial console (the moment a line
+arrives; qemu writes it at once), from the guest's `reboot`:
+
+  to kernel  the next kernel's first line ("Linux version"): the part kexec replaces
+  to up      the next boot's multi-user.target (the guest polls every 0.2 s)
+
+and split into phases: shutdown (to "kexec_core: Starting new kernel", or to
+the reset: qemu's exit), firmware + boot loader (to the kernel's first line;
+for a reset this includes starting qemu again), kernel + userspace (to
+multi-user).  "load" is kexec-auto's own shutdown work: from systemd's
+"Stopping" to "Stopped" of kexec-auto-load.service.  TCG, -smp 1, -m 1536.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from vm import scenarios  # type: ignore[no-redef]
+    from vm import guest, image, scenarios  # type: ignore[no-redef]
 else:
-    from . import scenarios
+    from . import guest, image, scenarios
+
+LOAD_START, LOAD_END = "Stopping", "Stopped"
 
 
-def measure(suite: str, runs: int) -> dict[str, list[tuple[float, float]]]:
-    built = scenarios.build_bench(suite, runs)
-    chain = scenarios.boot_chain(built, total_timeout=600 + 200 * runs)
-    if chain.error or not chain.ended:
-        raise SystemExit(f"{suite}: chain failed: {chain.error}; serial log: {chain.log}")
-    out: dict[str, list[tuple[float, float]]] = {"kexec": [], "firmware": []}
+@dataclass
+class Sample:
+    kind: str              # "kexec" or "firmware"
+    to_kernel: float
+    to_up: float
+    shutdown: float
+    firmware: float
+    kernel_up: float
+    load: float | None     # kexec-auto-load.service's stop, None if not seen
+
+    def row(self) -> dict[str, float | None]:
+        return {k: v for k, v in self.__dict__.items() if k != "kind"}
+
+
+def _prepare_bench(kernels: Path):
+    def prepare(chroot: image.Chroot, base: image.BaseTree) -> dict[str, str]:
+        (chroot.root / "var/lib/ka-test").mkdir(parents=True, exist_ok=True)
+        scenarios._add_repo(chroot)
+        chroot.apt_install("kexec-auto")
+        chroot.apt_install(f"linux-image-{base.newest}")
+        # the provider layout boots the newest kernel with -kernel too
+        kernels.mkdir(parents=True, exist_ok=True)
+        for name in (f"vmlinuz-{base.newest}", f"initrd.img-{base.newest}"):
+            shutil.copy2(chroot.root / "boot" / name, kernels / name)
+        return {}
+    return prepare
+
+
+def build(suite: str, layout: str, grub_timeout: int, runs: int) -> tuple[scenarios.Built, Path]:
+    kernels = image.work_dir(f"bench-kernels-{suite}-{layout}")
+    built = scenarios._build(suite, f"bench-{layout}-t{grub_timeout}", _prepare_bench(kernels),
+                             lambda base: ["ka_do reboot\n", "ka_do coldreboot\n"] * runs,
+                             layout=layout, grub_timeout=grub_timeout, grub_default="newest")
+    return built, kernels
+
+
+def _first(marks: list[tuple[float, int, str]], start: float, end: float, prefix: str) -> float | None:
+    return next((t for t, _, text in marks if start <= t <= end and text.startswith(prefix)), None)
+
+
+def samples(chain: guest.Chain, newest: str) -> list[Sample]:
+    out = []
+    exits = dict(enumerate(chain.qemu_exited))
     for before, after in zip(chain.boots, chain.boots[1:]):
         assert before.action_at is not None
         kind = "firmware" if after.qemu_run != before.qemu_run else "kexec"
-        expected = built.base.provider if kind == "firmware" else built.base.newest
-        if after.uname != expected:
-            raise SystemExit(f"{suite}: {before.action!r} landed in {after.uname}, not {expected}")
-        out[kind].append((after.seen_at - before.action_at, after.uptime))
+        if after.uname != newest:
+            raise SystemExit(f"{before.action!r} landed in {after.uname}, not {newest}")
+        t0, up = before.action_at, after.seen_at
+        kernel = _first(chain.marks, t0, up, f"Linux version {newest}")
+        if kind == "kexec":
+            handover = _first(chain.marks, t0, up, "kexec_core: Starting new kernel")
+        else:
+            handover = exits.get(before.qemu_run)
+        if kernel is None or handover is None:
+            raise SystemExit(f"boot {after.seq}: serial marks missing (kernel {kernel}, handover {handover})")
+        stopping = _first(chain.marks, t0, handover, LOAD_START)
+        stopped = _first(chain.marks, t0, handover, LOAD_END)
+        load = stopped - stopping if stopping is not None and stopped is not None else None
+        out.append(Sample(kind, kernel - t0, up - t0, handover - t0, kernel - handover, up - kernel, load))
     return out
+
+
+def measure(suite: str, layout: str, grub_timeout: int, runs: int) -> list[Sample]:
+    built, kernels = build(suite, layout, grub_timeout, runs)
+    newest = built.base.newest
+    log = built.disk.parent / "bench.serial.log"
+    vars_file = image.firmware_vars(layout, built.disk.parent / "bench.vars.fd")
+    chain = guest.run_chain(built.disk, kernels / f"vmlinuz-{newest}", kernels / f"initrd.img-{newest}", log,
+                            layout=layout, vars_file=vars_file, boot_timeout=600,
+                            total_timeout=600 + 300 * runs, max_qemu_runs=runs + 2)
+    if chain.error or not chain.ended:
+        kept = Path.cwd() / f"bench-{suite}-{layout}-t{grub_timeout}.serial.log"
+        shutil.copy2(log, kept)
+        raise SystemExit(f"{suite} {layout}: chain failed: {chain.error}; serial log: {kept}")
+    return samples(chain, newest)
+
+
+def median(values: list[float | None]) -> float | None:
+    real = [v for v in values if v is not None]
+    return statistics.median(real) if real else None
+
+
+def summary(found: list[Sample]) -> dict[str, dict[str, object]]:
+    table: dict[str, dict[str, object]] = {}
+    for kind in ("kexec", "firmware"):
+        mine = [s for s in found if s.kind == kind]
+        if not mine:
+            continue
+        row: dict[str, object] = {"runs": len(mine)}
+        for key in ("to_kernel", "to_up", "shutdown", "firmware", "kernel_up", "load"):
+            values = [getattr(s, key) for s in mine]
+            real = [v for v in values if v is not None]
+            row[key] = {"median": median(values), "min": min(real) if real else None,
+                        "max": max(real) if real else None}
+        table[kind] = row
+    return table
+
+
+def fmt(value: object) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", action="append", choices=scenarios.SUITES)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--layout", action="append", choices=image.LAYOUTS)
+    parser.add_argument("--grub-timeout", action="append", type=int)
+    parser.add_argument("--runs", type=int, default=5, help="kexec and firmware reboots each (default 5)")
+    parser.add_argument("--json", type=Path, help="also write every sample and median there")
     args = parser.parse_args()
-    rows = []
+    results = []
     for suite in args.suite or ["bookworm"]:
-        for kind, samples in measure(suite, args.runs).items():
-            seconds = [s for s, _ in samples]
-            uptimes = [u for _, u in samples]
-            rows.append((suite, kind, len(samples), statistics.median(seconds), min(seconds),
-                         max(seconds), statistics.median(uptimes)))
-    print(f"{'suite':<10} {'reboot':<9} {'runs':>4} {'median s':>9} {'min':>6} {'max':>6} {'kernel->multi-user s':>21}")
-    for suite, kind, n, med, lo, hi, up in rows:
-        print(f"{suite:<10} {kind:<9} {n:>4} {med:>9.1f} {lo:>6.1f} {hi:>6.1f} {up:>21.1f}")
+        for layout in args.layout or ["uefi"]:
+            for timeout in (args.grub_timeout or [5]) if layout != "provider" else [0]:
+                found = measure(suite, layout, timeout, args.runs)
+                results.append({"suite": suite, "layout": layout,
+                                "grub_timeout": timeout if layout != "provider" else None,
+                                "summary": summary(found), "samples": [s.__dict__ for s in found]})
+                print_table(results[-1])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+def print_table(result: dict) -> None:
+    timeout = result["grub_timeout"]
+    print(f"\n{result['suite']} {result['layout']}"
+          + (f", GRUB_TIMEOUT={timeout}" if timeout is not None else "") + " (median [min-max] s)")
+    print(f"{'reboot':<9} {'runs':>4} {'to kernel':>18} {'to up':>18} {'shutdown':>9} "
+          f"{'fw+loader':>9} {'kernel+up':>9} {'load':>6}")
+    for kind, row in result["summary"].items():
+        def span(key: str) -> str:
+            r = row[key]
+            return f"{fmt(r['median'])} [{fmt(r['min'])}-{fmt(r['max'])}]"
+        print(f"{kind:<9} {row['runs']:>4} {span('to_kernel'):>18} {span('to_up'):>18} "
+              f"{fmt(row['shutdown']['median']):>9} {fmt(row['firmware']['median']):>9} "
+              f"{fmt(row['kernel_up']['median']):>9} {fmt(row['load']['median']):>6}")
+    kexec, firmware = result["summary"].get("kexec"), result["summary"].get("firmware")
+    if kexec and firmware:
+        ratio = kexec["to_kernel"]["median"] / firmware["to_kernel"]["median"]
+        print(f"kexec / firmware, reboot to new kernel: {ratio:.2f}")
+        load = kexec["load"]["median"]
+        if load is not None:
+            print(f"kexec-auto's load at shutdown: {load:.1f} s = "
+                  f"{100 * load / kexec['to_up']['median']:.0f}% of its reboot to multi-user")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from . import guest, safety, scenarios
+from . import bootpaths, guest, safety, scenarios
 
 # longest chains first: they decide how long the session takes
 BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
@@ -21,6 +21,7 @@ BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
     "smoke": (1, scenarios.build_smoke),
     "fallback": (2, scenarios.build_fallback),
     "handoff": (4, scenarios.build_handoff),
+    **bootpaths.builders(),  # type: ignore[dict-item]
 }
 
 
@@ -93,6 +94,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         if scenario and callspec is not None and "suite" in callspec.params:
             wanted.add((callspec.params["suite"], scenario))
+        if callspec is not None and "bootpath" in callspec.params:  # (suite, layout)
+            path_suite, layout = callspec.params["bootpath"]
+            wanted.add((path_suite, f"path-{layout}"))
     config.stash[WANTED] = wanted
     config.stash[SAFETY_PLANS] = plans
 
@@ -106,6 +110,13 @@ def vm_runs(request: pytest.FixtureRequest) -> Iterator[Runs]:
     runs = Runs(request.config.stash.get(WANTED, set()), request.config.stash.get(SAFETY_PLANS, set()))
     yield runs
     runs.close()
+
+
+@pytest.fixture(params=bootpaths.matrix(), ids=lambda p: f"{p[0]}-{p[1]}")
+def bootpath(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(suite, layout) of a boot path: CI's matrix, or every one with
+    KEXEC_AUTO_TEST_MATRIX=full."""
+    return request.param
 
 
 @pytest.fixture(params=scenarios.SUITES)

@@ -17,6 +17,7 @@ recorded with the number of the qemu process it happened in.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -28,6 +29,10 @@ from typing import Sequence
 import debimage
 
 APPEND = "root=/dev/vda rw console=ttyS0 panic=5"
+
+#: Multiplies every chain's timeouts: on a host busy with other work, TCG
+#: guests boot several times slower (KEXEC_AUTO_TEST_TIMEOUT_SCALE=3).
+TIMEOUT_SCALE_ENV = "KEXEC_AUTO_TEST_TIMEOUT_SCALE"
 
 RUNNER = r"""#!/bin/sh
 # kexec-auto VM test driver: run the next stage, report on the serial console.
@@ -157,7 +162,8 @@ LINE = re.compile(r"(KA-[A-Z-]+) seq=(\d+)(?: (.*))?$")
 #: Serial lines whose host arrival time is kept (Chain.marks): where a
 #: reboot goes through firmware, boot loader and kernel.
 MARKS = re.compile(r"Linux version \S+|reboot: Restarting system|reboot: Power down"
-                   r"|kexec_core: Starting new kernel|Booting `[^']*'|Welcome to GRUB|BdsDxe: \S+ \S+")
+                   r"|kexec_core: Starting new kernel|Booting `[^']*'|Welcome to GRUB|BdsDxe: \S+ \S+"
+                   r"|Stopp(?:ing|ed) (?:kexec-auto-load\.service - )?Load the newest installed kernel")
 
 
 def qemu_command(disk: Path, kernel: Path | None, initrd: Path | None, log: Path,
@@ -181,10 +187,13 @@ def run_chain(disk: Path, kernel: Path | None, initrd: Path | None, log: Path, *
     the VM's UEFI variable store).  qemu_args are added to every qemu run
     (devices, e.g. ["-device", "i6300esb"]).
 
+    $KEXEC_AUTO_TEST_TIMEOUT_SCALE multiplies both timeouts.
     Never raises for guest behaviour: timeouts and surprises land in
     Chain.error, with the whole serial log in `log`.  Every qemu started here
     is killed before returning.
     """
+    scale = float(os.environ.get(TIMEOUT_SCALE_ENV) or 1)
+    boot_timeout, total_timeout = boot_timeout * scale, total_timeout * scale
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     chain = Chain(log)

@@ -50,12 +50,13 @@ def _build(suite: str, scenario: str,
            prepare: Callable[[image.Chroot, image.BaseTree], dict[str, str] | None],
            stages: Callable[[image.BaseTree], Sequence[str]],
            chain_options: dict[str, object] | None = None, *,
-           layout: str = "provider", grub_timeout: int = 5) -> Built:
+           layout: str = "provider", grub_timeout: int = 5, grub_default: str = "provider") -> Built:
     """Build the disk of scenario for suite in this session's own work directory.
 
     layout picks how the disk boots (image.LAYOUTS); for the firmware layouts
     GRUB's default entry is pinned to the provider kernel and its menu waits
-    grub_timeout seconds (Debian's installed default is 5, cloud images 0).
+    grub_timeout seconds (Debian's installed default is 5, cloud images 0);
+    grub_default "newest" pins it to the newest kernel instead.
     """
     start = time.monotonic()
     base = image.base_tree(suite, layout)
@@ -69,7 +70,8 @@ def _build(suite: str, scenario: str,
         with chroot.mounted():
             notes = prepare(chroot, base) or {}
             if layout != "provider":
-                notes["grub_cfg"] = image.configure_grub(chroot, base, grub_timeout, grub_cmdline())
+                pinned = base.newest if grub_default == "newest" else base.provider
+                notes["grub_cfg"] = image.configure_grub(chroot, pinned, grub_timeout, grub_cmdline())
                 boot_files = image.install_boot_loader_files(chroot, layout, work / "boot-files")
         image.configure_guest(root, layout)
         guest.install_driver(root, stages(base))
@@ -322,7 +324,7 @@ ka_json list kexec-auto list --json
         # 1: provider again after the panic reset the machine (qemu run 1)
         ASSESS_LIB + report + """ka_json status_json kexec-auto status --json
 ka_run status kexec-auto status
-ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service
+ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service -u kexec-auto-boot.service
 ka_do reboot
 """,
         # 2: the next newest kernel through kexec; blessed, then rebooted once more
@@ -379,7 +381,7 @@ ka_do coldreboot
         # 2: the next power-on hands off to the same working kernel again
         ASSESS_LIB + report + "ka_do coldreboot\n",
         # 3: kexec_auto.handoff=0 on the provider's command line: stays there
-        ASSESS_LIB + report + """ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service
+        ASSESS_LIB + report + """ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service -u kexec-auto-boot.service
 """,
     ]
 
