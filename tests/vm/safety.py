@@ -43,11 +43,11 @@ REASONS = {
     "panic": ("it never reached its userspace",),
     "noroot": ("it never reached its userspace",),
     "emergency": ("entered emergency mode (failed: ", "ka\\x2dfat.mount"),
-    "deadline": ("did not complete its boot within 90 s (still waiting for: ", "ka-hang.service (start)"),
+    "deadline": ("did not complete its boot within 120 s (still waiting for: ", "ka-hang.service (start)"),
     "softlockup": ("it had started its userspace",),
     "hardlockup": ("it had started its userspace",),
 }
-DEADLINE = 90  # TRIAL_TIMEOUT set for the deadline mode (the default is 300)
+DEADLINE = 120  # TRIAL_TIMEOUT set for the deadline mode (the default is 300)
 DEFAULT_TRIES = 2
 HANG_SOURCE = Path(__file__).resolve().parent / "ka_hang"
 
@@ -206,7 +206,8 @@ ka_report() {
 
 NO_TRACE = r"""ka_wait_bless
 ka_result trace_panic "$(cat /proc/sys/kernel/panic)"
-ka_result trace_watchdog "$(busctl get-property org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager RuntimeWatchdogUSec)"
+ka_result trace_watchdog "$(systemctl show -P RuntimeWatchdogUSec)"
+ka_result trace_watchdog_dropin "$(ls /run/systemd/system.conf.d 2>/dev/null)"
 ka_result trace_softdog "$(grep -c '^softdog ' /proc/modules)"
 ka_result trace_units "$(systemctl list-units --all --plain --no-legend 'kexec-auto-trial*' 'kexec-auto-fail-trial*' | awk '{print $1 "=" $3 "/" $4}')"
 ka_result trace_emergency "$(systemctl show -P Wants emergency.target)"
@@ -216,10 +217,10 @@ ka_result trace_generated "$(ls /run/systemd/generator 2>/dev/null | grep -c kex
 
 
 #: the deadline of the final, good trial: short, but a TCG boot fits in it
-GOOD_DEADLINE = 180
+GOOD_DEADLINE = 240
 #: the good trial is still running well after its deadline and the backstop
 SURVIVE = r"""i=0
-while [ "$(cut -d. -f1 /proc/uptime)" -lt 250 ] && [ "$i" -lt 600 ]; do sleep 1; i=$((i + 1)); done
+while [ "$(cut -d. -f1 /proc/uptime)" -lt 310 ] && [ "$i" -lt 600 ]; do sleep 1; i=$((i + 1)); done
 ka_result survived_uptime "$(cut -d' ' -f1 /proc/uptime)"
 """
 
@@ -243,7 +244,9 @@ def _stages(plan: Plan):
                 last = attempt == plan.tries
                 # after failed trial number `attempt`: in P, or in O with the hand-off
                 state = "bad" if last else f"failed{attempt}"
-                out.append(lib + f"ka_result episode {mode}:{state}\nka_report\n" + journal
+                # leaving N: the next trial (of O) gets the default deadline again
+                reset = "kexec-auto set TRIAL_TIMEOUT=300 >/dev/null\n" if last else ""
+                out.append(lib + f"ka_result episode {mode}:{state}\nka_report\n" + journal + reset
                            + ("ka_do reboot\n" if not (plan.handoff and last) else ""))
         # repair N; the next reboot is a trial of N that succeeds
         # (with a short deadline, which the good trial must outlive)

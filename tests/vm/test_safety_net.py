@@ -134,7 +134,8 @@ def test_every_failed_trial_comes_back_by_itself(vm_runs, suite, plan):
         # a trial that succeeds: marked good, no trace of the net, not reset after its deadline
         assert status(good)["trying"] is None and kernels(good)[new]["boot"] == "good", good.results
         assert good.results.get("trace_panic") == "0", good.results
-        assert good.results.get("trace_watchdog") == "t 0", good.results
+        assert good.results.get("trace_watchdog") == "0", good.results
+        assert good.results.get("trace_watchdog_dropin") == "", good.results
         assert good.results.get("trace_softdog") == "0", good.results
         assert "kexec-auto-fail-trial" not in good.results.get("trace_emergency", "x"), good.results
         assert good.results.get("trace_bless_timeout") == "infinity", good.results
