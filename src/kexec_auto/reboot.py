@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from . import assess, system
+from . import assess, lastboot, system
 from .app import DEFAULT_KEXEC, Log, arm, change_boot_state, load_config, make_plan, now, stderr_log, update
 
 NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
@@ -18,6 +18,7 @@ def boot(root: str, log: Log = stderr_log) -> int:
     """Early in every boot (kexec-auto-load.service's start): judge the
     kernel that was being tried, publish the selection for ``systemctl
     kexec``, and hand off to the selected kernel when HANDOFF=true."""
+    lastboot.record(root)
     running = system.running_release(root)
     for event in change_boot_state(root, lambda state: assess.assess_boot(state, running, now())):
         log(f"warning: {event}; it will not be selected again until its package is "
@@ -40,6 +41,7 @@ def boot(root: str, log: Log = stderr_log) -> int:
     if load(root, log=log) != 0:
         return 1
     change_boot_state(root, lambda state: (assess.start_trial(state, kernel.release, now()), []))
+    lastboot.note_handoff(root, kernel.release)
     result = system.run(["systemctl", "--no-block", "kexec"])
     if result.returncode != 0:
         log(f"error: systemctl kexec failed: {result.stderr.strip()}")
