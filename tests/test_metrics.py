@@ -242,3 +242,32 @@ def test_promtool_finds_nothing_to_lint(machine):
     assert "kexec_auto_last_trial_outcome{" in text
     result = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def man_section(title):
+    import re
+
+    text = (REPO / "debian/kexec-auto.8").read_text()
+    return re.search(rf"^\.SH {title}\n(.*?)^\.SH ", text, re.S | re.M).group(1)
+
+
+def test_man_page_documents_every_status_field(machine, capsys):
+    import re
+
+    kexec_auto(machine, "update")
+    capsys.readouterr()
+    kexec_auto(machine, "status", "--json")
+    status = json.loads(capsys.readouterr().out)
+    section = man_section("STATUS JSON")
+    tagged = set(re.findall(r"^\.TP\n\.BR (.*)$", section, re.M))
+    documented = {word for line in tagged for word in re.findall(r"[a-z_]+", line.split(" (")[0])}
+    assert set(status) <= documented, set(status) - documented
+    trial = report.last_trial(report.assess.BootState(trying=NEW, trying_since="x"))
+    assert all(f".B {field}\n" in section for field in trial)
+    assert f"The version of this schema: {report.STATUS_SCHEMA}." in section
+
+
+def test_man_page_documents_every_metric():
+    section = man_section("METRICS")
+    for family in metrics.FAMILIES:
+        assert f"\n.BR {family.name} {{" in section or f"\n.B {family.name}\n" in section, family.name
