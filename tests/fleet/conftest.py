@@ -16,7 +16,7 @@ from debbuild import session_build
 
 SUITES = ("bookworm", "trixie")
 REPO_INSIDE = "/srv/kexec-auto-test-repo"
-#: cloud kernels of each suite; the two newest found become OLD < NEW
+#: cloud kernels of each suite; the newest found is installed
 KERNEL_SERIES = {
     "bookworm": r"6\.1\.0-\d+-cloud-amd64",
     "trixie": r"6\.12\.\d+\+deb13(\.\d+)?-cloud-amd64",
@@ -50,14 +50,13 @@ def fresh_tree(suite: str, repo: Path, workdir: Path) -> Iterator[debian_tree.Ch
             yield chroot
 
 
-def two_kernels(chroot: debian_tree.Chroot, suite: str) -> tuple[str, str]:
-    """(OLD, NEW): the two newest cloud kernels of the suite that apt offers."""
+def newest_kernel(chroot: debian_tree.Chroot, suite: str) -> str:
+    """The newest cloud kernel release of the suite that apt offers."""
     names = chroot.run("apt-cache pkgnames linux-image-").stdout.split()
     found = sorted({n.removeprefix("linux-image-") for n in names
                     if re.fullmatch(KERNEL_SERIES[suite], n.removeprefix("linux-image-"))})
-    ordered = chroot.run(["linux-version", "sort", *found]).stdout.split()
-    assert len(ordered) >= 2, f"{suite}: fewer than two cloud kernels in the archive: {ordered}"
-    return ordered[-2], ordered[-1]
+    assert found, f"{suite}: no cloud kernel in the archive"
+    return chroot.run(["linux-version", "sort", *found]).stdout.split()[-1]
 
 
 def bzimage(banner: str, size: int = 1_100_000) -> bytes:

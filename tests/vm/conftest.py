@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from . import guest, scenarios
+from . import guest, scenarios, unattended
 
 # longest chains first: they decide how long the session takes
 BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
@@ -21,6 +21,7 @@ BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
     "smoke": (1, scenarios.build_smoke),
     "fallback": (2, scenarios.build_fallback),
     "handoff": (4, scenarios.build_handoff),
+    "unattended": (5, unattended.build_unattended),
 }
 
 
