@@ -21,13 +21,16 @@ Boots (one qemu process throughout when every reboot is a kexec one):
   0  provider kernel (qemu -kernel); no action: unattended-upgrades installs
      the new kernel and reboots.  A DPkg::Post-Invoke recorder writes what
      needrestart and kexec-auto say after each dpkg run, before that reboot.
-  1  the new kernel; needrestart says nothing.  Then PIN= the older kernel:
-     needrestart expects that one; reboot.
-  2  the older (pinned) kernel; needrestart says nothing, though a newer
-     kernel is installed.
+  1  the new kernel; needrestart says nothing.  Then PIN= the provider's
+     kernel (installed by hand, so the unattended run's removal of unused
+     kernels, Debian's default, kept it): needrestart expects that one; reboot.
+  2  the pinned kernel, through kexec; needrestart says nothing, though a
+     newer kernel is installed.
 """
 from __future__ import annotations
 
+import functools
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -58,6 +61,7 @@ WantedBy=timers.target
 """
 NIGHTLY_ONCE = """[Service]
 ExecStartPre=/bin/touch /var/lib/ka-test/nightly-started
+ExecStartPre=/bin/sh -c 'echo "KA-PROGRESS seq=0 nightly upgrade run starts" > /dev/ttyS0'
 """
 
 RECORDER = f"""#!/bin/sh
@@ -69,6 +73,8 @@ RECORDER = f"""#!/bin/sh
     echo "REBOOT-REQUIRED: $(test -e /run/reboot-required && echo yes || echo no)"
     grep -v '^#' {TEXTFILE_DIR}/kexec-auto.prom 2>&1
 }} >> {POST_INVOKE_LOG} 2>&1
+# progress for the host, which gives up on a guest that stays silent too long
+echo "KA-PROGRESS seq=0 dpkg run done" > /dev/ttyS0 2>/dev/null
 exit 0
 """
 RECORDER_HOOK = 'DPkg::Post-Invoke { "/usr/local/sbin/ka-post-invoke || true"; };\n'
@@ -87,7 +93,7 @@ def meta_versions(chroot: image.Chroot) -> tuple[tuple[str, str], tuple[str, str
     kernel metapackage: the oldest and the newest version apt offers."""
     versions = [line.split("|")[1].strip()
                 for line in chroot.sh(f"apt-cache madison {META}").splitlines() if "|" in line]
-    versions = sorted(set(versions), key=lambda v: _dpkg_key(chroot, v, versions))
+    versions = sorted(set(versions), key=functools.cmp_to_key(_dpkg_compare))
     if len(versions) < 2:
         raise image.BuildError(f"need two versions of {META} (point release and security), found {versions}")
 
@@ -104,10 +110,11 @@ def meta_versions(chroot: image.Chroot) -> tuple[tuple[str, str], tuple[str, str
     return (point, kernel(point)), (security, kernel(security))
 
 
-def _dpkg_key(chroot: image.Chroot, version: str, versions: list[str]) -> int:
-    """Rank of version among versions, by dpkg's ordering."""
-    return sum(1 for other in versions if other != version and subprocess.run(
-        ["dpkg", "--compare-versions", version, "gt", other]).returncode == 0)
+def _dpkg_compare(a: str, b: str) -> int:
+    """-1, 0 or 1 as dpkg orders versions a and b."""
+    if a == b:
+        return 0
+    return 1 if subprocess.run(["dpkg", "--compare-versions", a, "gt", b]).returncode == 0 else -1
 
 
 def security_repo(chroot: image.Chroot, suite: str, packages: list[str]) -> None:
@@ -143,6 +150,8 @@ def prepare(kernels: dict[str, str]):
         notes = {"install": chroot.apt_install("kexec-auto unattended-upgrades needrestart")}
         chroot.apt_install(f"{META}={point}")
         notes["kexec_built"] = chroot.sh("cat /etc/default/kexec")
+        # the newest of the provider's kernel and the point release's: what boot 0 selects
+        kernels["first"] = json.loads(chroot.sh("kexec-auto status --json || true"))["selected"]
         security_repo(chroot, base.suite, [f"{META}={security}", f"linux-image-{new}"])
         # the guest reaches nothing but its local repositories
         (root / "etc/apt/sources.list").write_text("# kexec-auto VM test: no network\n")
@@ -182,7 +191,7 @@ ka_result reboot_required "$(test -e /run/reboot-required && echo present || ech
 ka_result meta "$(dpkg-query -W -f '${{Version}}' {META})"
 ka_needrestart needrestart
 ka_metrics metrics
-ka_run pin kexec-auto set PIN={kernels['old']}
+ka_run pin kexec-auto set PIN={base.provider}
 ka_run pin_update kexec-auto update
 ka_needrestart needrestart_pinned
 ka_do reboot
@@ -198,6 +207,6 @@ ka_metrics metrics
 def build_unattended(suite: str) -> scenarios.Built:
     kernels: dict[str, str] = {}
     built = scenarios._build(suite, "unattended", prepare(kernels), stages(kernels),
-                             {"boot_timeout": 1200, "total_timeout": 3000})
+                             {"boot_timeout": 1800, "total_timeout": 4800})
     built.notes.update({f"kernel_{key}": value for key, value in kernels.items()})
     return built
