@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["release", "config", "cmdline", "policy", "render", "hook", "assess", "reboot"]
+MODULES = ["release", "config", "cmdline", "policy", "render", "hook", "assess", "reboot", "report", "lastboot", "metrics"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -37,6 +37,7 @@ HOOKS = (
     "/etc/kernel/postrm.d/kexec-auto",
     "/etc/initramfs/post-update.d/kexec-auto",
 )
+NEEDRESTART_CONF = "/etc/needrestart/conf.d/kexec-auto.conf"
 # Only the name of the changelog differs: dpkg-buildpackage builds the native
 # package (changelog.gz), stdeb always makes a "3.0 (quilt)" one with a
 # Debian revision (changelog.Debian.gz).
@@ -96,6 +97,7 @@ def test_dh_package_installs_every_file_where_it_belongs(debs):
     files = contents(debs["dh"])
     expected = {
         **{hook: "-rwxr-xr-x" for hook in HOOKS},
+        NEEDRESTART_CONF: "-rw-r--r--",
         # Where bookworm's systemd has the directory: shipped under /usr/lib,
         # purging kexec-auto would remove systemd's (aliased) directory.
         "/lib/systemd/system-shutdown/kexec-auto": "-rwxr-xr-x",
@@ -118,7 +120,7 @@ def test_dh_package_installs_every_file_where_it_belongs(debs):
 @pytest.mark.package
 def test_hooks_under_etc_are_conffiles_and_nothing_else(debs, tmp_path):
     control = control_files(debs["dh"], tmp_path / "DEBIAN")
-    assert sorted(control["conffiles"].decode().split()) == sorted(HOOKS)
+    assert sorted(control["conffiles"].decode().split()) == sorted(HOOKS + (NEEDRESTART_CONF,))
 
 
 @pytest.mark.package

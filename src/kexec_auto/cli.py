@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 from . import __version__
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_KEXEC = 0, 1, 2, 3
+# Commands after which the metrics file is brought up to date.
+STATE_CHANGING = {"update", "load", "boot", "bless", "forget", "set"}
 
 DESCRIPTION = """\
 Make every reboot boot the newest installed kernel through kexec.
@@ -136,6 +138,7 @@ def _print_status(data: dict) -> None:
     print(f"kernel loaded now: {loaded}")
     if data["lockdown"] not in (None, "none"):
         print(f"lockdown:         {data['lockdown']} (loading uses kexec_file_load; the kernel must be signed)")
+    print(f"this boot:        {data['boot_method']}")
     print(f"next reboot:      {data['next_reboot']}")
     for blocker in data["blockers"]:
         print(f"  because: {blocker}")
@@ -228,6 +231,11 @@ def _run(args: argparse.Namespace) -> int:
     except (ConfigError, RenderError, OSError) as error:
         app.stderr_log(f"error: {_one_line(error)}")
         return EXIT_ERROR
+    finally:
+        if args.command in STATE_CHANGING and not getattr(args, "dry_run", False):
+            from . import metrics
+
+            metrics.refresh(args.root)
     raise AssertionError(args.command)
 
 

@@ -54,6 +54,9 @@ def run(kind: str, argv: Sequence[str]) -> int:
             # A reinstalled or upgraded kernel package deserves a new try.
             reboot.forget(root, argv[0], why="its package was installed")
         app.update(root, quiet=False)
+        from . import metrics
+
+        metrics.refresh(root)
     except Exception as error:  # noqa: BLE001 - a hook must not break apt
         release = f" for kernel {argv[0]}" if argv else ""
         what = " ".join(str(error).split("\n")) or error.__class__.__name__

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from . import assess, files, lock, safetynet, system, trial
+from . import assess, files, lastboot, lock, safetynet, system, trial
 from .app import (DEFAULT_KEXEC, Log, arm, change_boot_state, load_config, make_plan, now, read_boot_state,
                   stderr_log, update)
 from .cmdline import clean_cmdline, max_length
@@ -24,6 +24,7 @@ def boot(root: str, log: Log = stderr_log) -> int:
     """Early in every boot (kexec-auto-boot.service): judge the
     kernel that was being tried, publish the selection for ``systemctl
     kexec``, and hand off to the selected kernel when HANDOFF=true."""
+    lastboot.record(root)
     running = system.running_release(root)
     failed = system.at(root, LOAD_FAILED_MARKER, follow=False)
     if failed.exists():
@@ -73,6 +74,7 @@ def boot(root: str, log: Log = stderr_log) -> int:
     mark_loaded(root, target.image)
     release = system.image_release(root, target.image) or target.release
     change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
+    lastboot.note_handoff(root, release)
     result = system.run(["systemctl", "--no-block", "kexec"])
     if result.returncode != 0:
         log(f"error: systemctl kexec failed: {result.stderr.strip()}")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import assess, files, safetynet, system
+from . import assess, files, lastboot, safetynet, system
 from .app import CONFIG_PATH, DEFAULT_KEXEC, Plan, make_plan
 from .reboot import NO_KEXEC_REBOOT
 
 SHUTDOWN_HOOK = "/lib/systemd/system-shutdown/kexec-auto"
 LOAD_UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service"
+# Version of the ``status --json`` schema (kexec-auto(8)): raised only when a
+# field is removed or changes meaning; new fields keep it.
+STATUS_SCHEMA = 1
 
 
 def kernel_list(root: str) -> dict:
@@ -70,6 +73,23 @@ def reboot_blockers(root: str, plan: Plan, values: Optional[dict[str, str]]) -> 
     return blockers
 
 
+def last_trial(state: assess.BootState) -> Optional[dict]:
+    """The kernel trial under way, or else the last one judged: the kernel
+    with the most recent mark.
+
+    >>> last_trial(assess.BootState(trying="6.12.117+deb12-amd64", trying_since="2026-11-25T12:00:00+0000"))
+    {'release': '6.12.117+deb12-amd64', 'outcome': 'pending', 'time': '2026-11-25T12:00:00+0000'}
+    """
+    if state.trying:
+        return {"release": state.trying, "outcome": "pending", "time": state.trying_since}
+    if not state.marks:
+        return None
+    from .metrics import epoch
+
+    release, mark = max(state.marks.items(), key=lambda item: (epoch(item[1].when) or 0.0, item[1].when))
+    return {"release": release, "outcome": mark.state, "time": mark.when}
+
+
 def status_report(root: str) -> dict:
     """Data behind ``kexec-auto status``."""
     plan = make_plan(root)
@@ -84,6 +104,7 @@ def status_report(root: str) -> dict:
     if source_error:
         blockers.insert(0, source_error)
     return {
+        "schema_version": STATUS_SCHEMA,
         "running": plan.running,
         "enabled": plan.config.enabled,
         "selected": kernel.release if kernel else None,
@@ -98,10 +119,12 @@ def status_report(root: str) -> dict:
             f"kexec into {kernel.release}" if kernel and not blockers else "firmware reboot"
         ),
         "next_reboot_ok": not blockers,
+        "boot_method": lastboot.read(root),
         "trying": plan.boot_state.trying,
         "trial_boot": safetynet.on_trial(root) is not None,
         "tries": plan.config.tries,
         "trial_timeout": plan.config.trial_timeout,
+        "last_trial": last_trial(plan.boot_state),
         "bad_kernels": {r: m.why for r, m in plan.boot_state.bad().items()},
         "failed_kernels": {
             r: {"failed_trials": m.failures, "tries_left": assess.tries_left(plan.boot_state, r, plan.config.tries),

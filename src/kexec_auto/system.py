@@ -283,10 +283,11 @@ def kernel_is_ours(root: str) -> bool:
 
 
 def kernel_release(root: str) -> str:
-    """The release of the kernel running now, whoever booted it."""
+    """The release of the kernel running now, whoever booted it ('' when
+    /proc does not say one that can be used)."""
     text = _read(root, "/proc/sys/kernel/osrelease")
     if text and text.strip():
-        return text.strip()
+        return "" if unsafe_release(text.strip()) else text.strip()
     return os.uname().release if is_host(root) else ""
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from . import bootpaths, guest, safety, scenarios
+from . import bootpaths, guest, safety, scenarios, unattended
 
 # longest chains first: they decide how long the session takes
 BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
@@ -22,6 +22,7 @@ BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
     "fallback": (2, scenarios.build_fallback),
     "handoff": (4, scenarios.build_handoff),
     **bootpaths.builders(),  # type: ignore[dict-item]
+    "unattended": (5, unattended.build_unattended),
 }
 
 
