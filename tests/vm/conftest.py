@@ -19,8 +19,6 @@ from . import bootpaths, guest, safety, scenarios, unattended
 BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
     "main": (3, scenarios.build_main),
     "smoke": (1, scenarios.build_smoke),
-    "fallback": (2, scenarios.build_fallback),
-    "handoff": (4, scenarios.build_handoff),
     **bootpaths.builders(),  # type: ignore[dict-item]
     "unattended": (5, unattended.build_unattended),
 }

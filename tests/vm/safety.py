@@ -254,9 +254,26 @@ def _stages(plan: Plan):
                    f"kexec-auto set TRIAL_TIMEOUT={GOOD_DEADLINE} >/dev/null\n"
                    f"kexec-auto forget {base.newest} >/dev/null 2>&1\nsync\nka_do reboot\n")
         out.append(lib + "ka_result episode good-trial\nka_report\n" + NO_TRACE
-                   + (SURVIVE if plan.survive else ""))
+                   + (SURVIVE if plan.survive else "")
+                   + ("ka_do coldreboot\n" if plan.handoff else ""))
+        if plan.handoff:
+            # the last power-on has kexec_auto.handoff=0: it stays in P
+            out.append(lib + "ka_result episode handoff-off\nka_report\n"
+                       "ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-boot.service\n")
         return out
     return stages
+
+
+HANDOFF_OFF = "kexec_auto.handoff=0"
+
+
+def qemu_runs(plan: Plan) -> int:
+    """qemu processes the chain starts: a firmware reset per failed trial,
+    and with the hand-off the cold reboot before each mode's first failure
+    and the last one, with the hand-off turned off."""
+    if plan.handoff:
+        return 1 + len(plan.modes) * (1 + plan.tries) + 1
+    return 1 + len(plan.modes) * plan.tries
 
 
 def build(suite: str, plan: Plan) -> scenarios.Built:
@@ -265,11 +282,12 @@ def build(suite: str, plan: Plan) -> scenarios.Built:
         hang_module(base, base.newest)
     qemu_args = ["-device", "i6300esb"] if plan.watchdog_device else []
     failures = len(plan.modes) * (1 if plan.handoff else plan.tries)
-    return scenarios._build(
-        suite, plan.name, _prepare(plan), _stages(plan),
-        {"append": CLOUD_APPEND, "qemu_args": qemu_args, "boot_timeout": 420,
-         "total_timeout": 600 + 240 * failures, "max_qemu_runs": 2 + 2 * failures},
-    )
+    options: dict[str, object] = {
+        "append": CLOUD_APPEND, "qemu_args": qemu_args, "boot_timeout": 420,
+        "total_timeout": 900 + 300 * failures, "max_qemu_runs": qemu_runs(plan) + 1}
+    if plan.handoff:
+        options["appends"] = [CLOUD_APPEND] * (qemu_runs(plan) - 1) + [f"{CLOUD_APPEND} {HANDOFF_OFF}"]
+    return scenarios._build(suite, plan.name, _prepare(plan), _stages(plan), options)
 
 
 def chain_boots(chain: guest.Chain) -> list[tuple[int, str, int, str]]:

@@ -141,5 +141,14 @@ def test_every_failed_trial_comes_back_by_itself(vm_runs, suite, plan):
         assert good.results.get("trace_bless_timeout") == "infinity", good.results
         assert good.results.get("trace_generated") == "0", good.results
         assert "inactive" not in good.results.get("trace_units", "").replace("inactive/dead", ""), good.results
+        if plan.handoff:
+            off = boots["handoff-off"]
+            assert (off.uname, off.qemu_run) == (provider, good.qemu_run + 1), safety.chain_boots(chain)
+            assert safety.HANDOFF_OFF in off.results.get("cmdline", ""), off.results
+            assert f"hand-off to {new} skipped: {safety.HANDOFF_OFF}" in off.results.get("journal.out", ""), \
+                off.results
+            assert chain.qemu_runs == safety.qemu_runs(plan), chain.qemu_runs
+        else:
+            assert chain.qemu_runs == safety.qemu_runs(plan), chain.qemu_runs
         if plan.survive:
             assert float(good.results.get("survived_uptime", "0")) > safety.GOOD_DEADLINE + 60 + 10, good.results
