@@ -17,3 +17,15 @@ def test_configured_cmdline_wins_and_extra_is_appended():
     assert build_cmdline("root=/dev/sda1 ro", "BOOT_IMAGE=x root=/dev/vda", "") == "root=/dev/sda1 ro"
     assert build_cmdline("", "BOOT_IMAGE=x root=/dev/vda\n", " nokaslr ") == "root=/dev/vda nokaslr"
     assert build_cmdline("", "", "") == ""
+
+
+def test_extra_words_go_to_the_kernel_not_to_init():
+    # after "--" every word is init's: EXTRA_CMDLINE must land before it
+    current = "root=/dev/vda ro -- --init-flag value"
+    built = build_cmdline("", current, "panic=10 quiet")
+    words = split_words(built)
+    assert words[:words.index("--")] == ["root=/dev/vda", "ro", "panic=10", "quiet"]
+    assert words[words.index("--"):] == ["--", "--init-flag", "value"]
+    assert build_cmdline("root=/dev/sda1 -- single", "", "nokaslr") == "root=/dev/sda1 nokaslr -- single"
+    # nothing to add: the command line stays as it was
+    assert build_cmdline("", current, " ") == current

@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 from typing import Optional
 
-from .trial import strip_trial_words
+from .trial import INIT_SEPARATOR, strip_trial_words
 
 # Words a boot loader or the kernel itself adds for the booted kernel only;
 # handing them on would point the next kernel at the wrong image or initrd.
@@ -67,7 +67,17 @@ def build_cmdline(configured: str, current: str, extra: str) -> str:
 
     ``configured`` (the CMDLINE setting) is used as given when set;
     otherwise ``current`` (/etc/kernel/cmdline or /proc/cmdline) is reused
-    without boot-loader words.  ``extra`` is appended.
+    without boot-loader words.  ``extra`` is added to the kernel's words:
+    before a ``--``, after which every word is init's.
+
+    >>> build_cmdline("", "root=/dev/vda ro -- single", "nokaslr")
+    'root=/dev/vda ro nokaslr -- single'
     """
     base = configured.strip() if configured.strip() else clean_cmdline(current)
-    return " ".join(part for part in (base, extra.strip()) if part)
+    if not extra.strip():
+        return base
+    words = split_words(base)
+    if INIT_SEPARATOR not in words:
+        return " ".join(part for part in (base, extra.strip()) if part)
+    at = words.index(INIT_SEPARATOR)
+    return " ".join(words[:at] + [extra.strip()] + words[at:])
