@@ -99,8 +99,7 @@ def test_coldreboot_goes_through_firmware_and_grub_and_loads_nothing(vm_runs, bo
 
 
 def paths(*layouts):
-    return pytest.mark.parametrize("bootpath", [p for p in bootpaths.matrix() if p[1] in layouts],
-                                   ids=lambda p: f"{p[0]}-{p[1]}")
+    return pytest.mark.parametrize("bootpath", bootpaths.matrix(*layouts))
 
 
 @paths("uefi", "secureboot")

@@ -9,9 +9,11 @@ back.  Boot N+1 is the outcome of the action of boot N.
 """
 import pytest
 
-from .scenarios import step
+from .scenarios import step, suites
 
-pytestmark = pytest.mark.vm
+#: CI boots this chain on these suites; KEXEC_AUTO_TEST_MATRIX=full on every one
+CI_SUITES: tuple[str, ...] = ()
+pytestmark = [pytest.mark.vm, suites(CI_SUITES)]
 SCENARIO = "main"
 
 

@@ -14,9 +14,11 @@ into the newest kernel (the package starts its unit on install).
 """
 import pytest
 
-from .scenarios import step
+from .scenarios import step, suites
 
-pytestmark = pytest.mark.vm
+#: CI boots this chain on these suites; KEXEC_AUTO_TEST_MATRIX=full on every one
+CI_SUITES: tuple[str, ...] = ()
+pytestmark = [pytest.mark.vm, suites(CI_SUITES)]
 SCENARIO = "smoke"
 
 

@@ -6,9 +6,11 @@ import re
 
 import pytest
 
-from .scenarios import step
+from .scenarios import step, suites
 
-pytestmark = pytest.mark.vm
+#: CI boots this chain on these suites; KEXEC_AUTO_TEST_MATRIX=full on every one
+CI_SUITES: tuple[str, ...] = ("bookworm",)
+pytestmark = [pytest.mark.vm, suites(CI_SUITES)]
 SCENARIO = "unattended"
 
 
