@@ -73,6 +73,32 @@ DEBOOTSTRAP_SCRIPTS = {"forky": "sid"}
 #: here can be older than its short Valid-Until.
 SUITE_APT_CONF = {"forky": 'Acquire::Check-Valid-Until "false";\n'}
 
+#: suite -> the release before it, whose archive its trees also reach, at a
+#: priority (100) that takes nothing from there unless asked for by name.
+#: Testing carries one kernel release at a time; a machine upgraded to it
+#: still has the previous release's kernels, and so do the test trees.
+PREVIOUS_RELEASE = {"forky": "trixie"}
+
+
+def previous_release_pin(previous: str) -> str:
+    """apt preferences that keep the previous release's packages out unless named.
+
+    >>> print(previous_release_pin("trixie"), end="")
+    Package: *
+    Pin: release n=trixie
+    Pin-Priority: 100
+    <BLANKLINE>
+    Package: *
+    Pin: release n=trixie-security
+    Pin-Priority: 100
+    <BLANKLINE>
+    Package: *
+    Pin: release n=trixie-updates
+    Pin-Priority: 100
+    """
+    return "\n".join(f"Package: *\nPin: release n={previous}{part}\nPin-Priority: 100\n"
+                     for part in ("", "-security", "-updates"))
+
 HOST_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LC_ALL": "C.UTF-8",
@@ -227,18 +253,23 @@ def work_dir(name: str) -> Path:
 # pristine debootstrap trees
 
 def apt_sources(suite: str, mirror: str = MIRROR, extra_suites: Sequence[str] = ()) -> str:
-    """sources.list reaching the release, its stable updates and its security suite.
+    """sources.list reaching the release, its stable updates and its security
+    suite (and those of PREVIOUS_RELEASE, pinned down by previous_release_pin).
 
     >>> print(apt_sources("trixie"), end="")
     deb http://deb.debian.org/debian trixie main
     deb http://deb.debian.org/debian trixie-updates main
     deb http://security.debian.org/debian-security trixie-security main
+    >>> apt_sources("forky").splitlines()[-1]
+    'deb http://security.debian.org/debian-security trixie-security main'
     """
-    lines = [
-        f"deb {mirror} {suite} main",
-        f"deb {mirror} {suite}-updates main",
-        f"deb {SECURITY_MIRROR} {suite}-security main",
-    ]
+    lines = []
+    for release in (suite, *filter(None, [PREVIOUS_RELEASE.get(suite)])):
+        lines += [
+            f"deb {mirror} {release} main",
+            f"deb {mirror} {release}-updates main",
+            f"deb {SECURITY_MIRROR} {release}-security main",
+        ]
     lines += [f"deb {mirror} {extra} main" for extra in extra_suites]
     return "".join(line + "\n" for line in lines)
 
@@ -256,8 +287,10 @@ def debootstrap_argv(suite: str, packages: Sequence[str], target: Path, mirror: 
     >>> debootstrap_argv("bookworm", ["a"], Path("/t"), scripts=Path("/nonexistent"))[-3:]
     ['bookworm', '/t', 'http://deb.debian.org/debian']
     """
-    argv = ["debootstrap", "--variant=minbase", "--include=" + ",".join(sorted(set(packages))),
-            suite, str(target), mirror]
+    argv = ["debootstrap", "--variant=minbase"]
+    if packages:
+        argv.append("--include=" + ",".join(sorted(set(packages))))
+    argv += [suite, str(target), mirror]
     if suite in DEBOOTSTRAP_SCRIPTS and not (scripts / suite).exists():
         argv.append(str(scripts / DEBOOTSTRAP_SCRIPTS[suite]))
     return argv
@@ -299,8 +332,10 @@ def cached_tree(
     """
     packages = BASE_PACKAGES if packages is None else packages
     conf = SUITE_APT_CONF.get(suite, "") + apt_conf
+    previous = PREVIOUS_RELEASE.get(suite)
     trees = (cache or cache_dir()) / "trees"
-    name = f"{suite}-{tree_key(suite, packages, mirror, extra_suites, conf)}"
+    key_conf = conf + (f"--previous--\n{previous}\n" if previous else "")
+    name = f"{suite}-{tree_key(suite, packages, mirror, extra_suites, key_conf)}"
     final = trees / name
     with locked(trees / f"{name}.lock"):
         if (final / "etc/apt/sources.list").is_file():
@@ -312,6 +347,8 @@ def cached_tree(
             if conf:
                 (scratch / "etc/apt/apt.conf.d/90kexec-auto-tests").write_text(conf)
             (scratch / "etc/apt/sources.list").write_text(apt_sources(suite, mirror, extra_suites))
+            if previous:
+                (scratch / "etc/apt/preferences.d/90kexec-auto-tests").write_text(previous_release_pin(previous))
             # debootstrap leaves its downloads behind; the tree need not carry them
             for deb in (scratch / "var/cache/apt/archives").glob("*.deb"):
                 deb.unlink()
@@ -634,6 +671,9 @@ VM_APT_CONF = 'APT::Install-Recommends "false";\n'
 KERNEL_SERIES = {
     "bookworm": r"6\.1\.0-\d+-cloud-amd64",
     "trixie": r"6\.12\.\d+\+deb13(\.\d+)?-cloud-amd64",
+    # testing carries one kernel release at a time: the provider's and the
+    # older kernel are trixie's (PREVIOUS_RELEASE), the newest is forky's
+    "forky": r"(6\.12\.\d+\+deb13(\.\d+)?|\d+\.\d+\.\d+\+deb14(\.\d+)?)-cloud-amd64",
 }
 
 LAYOUTS = ("provider", "bios", "uefi", "secureboot")
@@ -1075,14 +1115,17 @@ def firmware_vars(layout: str, dest: Path) -> Path | None:
 
 def qemu_command(layout: str, disk: Path, log: Path, *, kernel: Path | None = None,
                  initrd: Path | None = None, append: str = "", vars_file: Path | None = None,
-                 memory: int = 1536, extra: Sequence[str] = ()) -> list[str]:
+                 memory: int = 1536, extra: Sequence[str] = (), reset_ends: bool = True,
+                 nic: str = "none") -> list[str]:
     """The qemu command line of one boot of disk under layout.
 
     Always TCG with one CPU (KVM does not work here, -smp 2 double-faults
     under TCG), -no-reboot so that a firmware reset ends qemu while a kexec
-    keeps it running, the serial console appended to log.  provider boots
-    kernel/initrd/append with -kernel; the others boot the disk through
-    their firmware.  extra goes last (devices such as -device i6300esb).
+    keeps it running (reset_ends=False: a reset boots the same -kernel or
+    firmware again, as a real machine does), the serial console appended to
+    log.  provider boots kernel/initrd/append with -kernel; the others boot
+    the disk through their firmware.  nic is qemu's -nic (no network unless
+    given).  extra goes last (devices such as -device i6300esb).
 
     >>> cmd = qemu_command("secureboot", Path("d.img"), Path("s.log"), vars_file=Path("v.fd"))
     >>> cmd[cmd.index("-machine") + 1], "-kernel" in cmd
@@ -1090,7 +1133,7 @@ def qemu_command(layout: str, disk: Path, log: Path, *, kernel: Path | None = No
     """
     cmd = [
         "qemu-system-x86_64", "-accel", "tcg", "-m", str(memory), "-smp", "1",
-        "-display", "none", "-monitor", "none", "-no-reboot",
+        "-display", "none", "-monitor", "none", *(["-no-reboot"] if reset_ends else []),
         "-chardev", f"file,id=ser0,path={log},append=on", "-serial", "chardev:ser0",
     ]
     if layout == "provider":
@@ -1110,7 +1153,7 @@ def qemu_command(layout: str, disk: Path, log: Path, *, kernel: Path | None = No
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
     else:
         raise ValueError(f"unknown disk layout {layout!r}")
-    cmd += ["-drive", f"file={disk},format=raw,if=virtio", "-nic", "none", *extra]
+    cmd += ["-drive", f"file={disk},format=raw,if=virtio", "-nic", nic, *extra]
     return cmd
 
 

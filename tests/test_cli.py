@@ -151,9 +151,12 @@ def test_status_exit_code_says_whether_next_reboot_boots_selected(two_kernels, c
     assert run_cli(two_kernels, "status") == cli.EXIT_NOT_KEXEC
     assert "does not exist" in capsys.readouterr().out
     run_cli(two_kernels, "update")
-    two_kernels.write("/lib/systemd/system-shutdown/kexec-auto", "#!/bin/sh\n", 0o755)
     two_kernels.write("/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service", "")
     two_kernels.write("/usr/sbin/kexec", "", 0o755)
+    capsys.readouterr()
+    assert run_cli(two_kernels, "status") == cli.EXIT_NOT_KEXEC, "no shutdown hook installed"
+    # where the trixie and later builds put it (bookworm's: /lib, tested below)
+    two_kernels.write("/usr/lib/systemd/system-shutdown/kexec-auto", "#!/bin/sh\n", 0o755)
     capsys.readouterr()
     assert run_cli(two_kernels, "status") == 0
     out = capsys.readouterr().out
@@ -170,6 +173,15 @@ def test_status_exit_code_says_whether_next_reboot_boots_selected(two_kernels, c
     two_kernels.add_kernel("6.12.118+deb12-cloud-amd64")  # installed without the hook running
     assert run_cli(two_kernels, "status") == cli.EXIT_NOT_KEXEC
     assert "does not name the selected kernel" in capsys.readouterr().out
+
+
+def test_status_finds_the_shutdown_hook_where_bookworm_has_it(two_kernels, capsys):
+    run_cli(two_kernels, "update")
+    two_kernels.write("/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service", "")
+    two_kernels.write("/usr/sbin/kexec", "", 0o755)
+    two_kernels.write("/lib/systemd/system-shutdown/kexec-auto", "#!/bin/sh\n", 0o755)
+    capsys.readouterr()
+    assert run_cli(two_kernels, "status") == 0, capsys.readouterr().out
 
 
 def test_set_and_get_keep_other_lines_and_refuse_bad_values(root, capsys):

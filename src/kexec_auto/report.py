@@ -8,7 +8,9 @@ from . import assess, files, lastboot, safetynet, system
 from .app import CONFIG_PATH, DEFAULT_KEXEC, Plan, make_plan
 from .reboot import NO_KEXEC_REBOOT
 
-SHUTDOWN_HOOK = "/lib/systemd/system-shutdown/kexec-auto"
+#: Where the package puts its systemd-shutdown hook: /usr/lib on releases
+#: past the /usr merge (trixie and later), /lib on bookworm.
+SHUTDOWN_HOOKS = ("/usr/lib/systemd/system-shutdown/kexec-auto", "/lib/systemd/system-shutdown/kexec-auto")
 LOAD_UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service"
 # Version of the ``status --json`` schema (kexec-auto(8)): raised only when a
 # field is removed or changes meaning; new fields keep it.
@@ -63,7 +65,8 @@ def reboot_blockers(root: str, plan: Plan, values: Optional[dict[str, str]]) -> 
         blockers.append(f"{DEFAULT_KEXEC} does not name the selected kernel (run 'kexec-auto update')")
     if system.at(root, NO_KEXEC_REBOOT).exists():
         blockers.append(f"{NO_KEXEC_REBOOT} exists: the next reboot is a cold one (coldreboot)")
-    if not system.at(root, SHUTDOWN_HOOK).exists() or not system.at(root, LOAD_UNIT_WANTS).exists():
+    hook_installed = any(system.at(root, hook).exists() for hook in SHUTDOWN_HOOKS)
+    if not hook_installed or not system.at(root, LOAD_UNIT_WANTS).exists():
         blockers.append("kexec-auto's reboot hooks are not installed or not enabled (kexec-auto-load.service)")
     if not (system.at(root, "/usr/sbin/kexec").exists() or system.at(root, "/sbin/kexec").exists()):
         blockers.append("kexec is not installed (package kexec-tools)")

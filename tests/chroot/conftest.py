@@ -1,10 +1,13 @@
 """Fixtures of the chroot tests: the built .deb, its apt repository, Debian trees.
 
+Each release gets the .deb built inside its own tree (debbuild.release_build),
+as Debian builds a package for each release.
+
 Environment:
   KEXEC_AUTO_TEST_CACHE  where trees and downloaded packages are cached
                          (default /var/cache/kexec-auto-tests)
-  KEXEC_AUTO_TEST_DEB    an already built kexec-auto .deb to test instead of
-                         building one from this checkout
+  KEXEC_AUTO_TEST_DEB    an already built kexec-auto .deb to test on every
+                         release instead of building one from this checkout
 """
 from __future__ import annotations
 
@@ -15,12 +18,12 @@ from typing import Iterator
 
 import pytest
 
-from debbuild import session_build
+from debbuild import release_build
 
 import debimage
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-SUITES = ("bookworm", "trixie")
+SUITES = ("bookworm", "trixie", "forky")
 REPO_INSIDE = "/srv/kexec-auto-test-repo"
 
 
@@ -31,24 +34,24 @@ def as_root() -> None:
         pytest.fail("the chroot tests need root (debootstrap, mount, chroot)")
 
 
-@pytest.fixture(scope="session")
-def kexec_auto_deb(as_root: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The kexec-auto .deb under test: built from this checkout, or $KEXEC_AUTO_TEST_DEB."""
+@pytest.fixture
+def kexec_auto_deb(as_root: None, suite: str) -> Path:
+    """The kexec-auto .deb under test on suite: built inside suite's tree, or $KEXEC_AUTO_TEST_DEB."""
     given = os.environ.get("KEXEC_AUTO_TEST_DEB")
     if given:
         if not Path(given).is_file():
             pytest.fail(f"KEXEC_AUTO_TEST_DEB={given} is not a file")
         return Path(given)
     start = time.monotonic()
-    deb = session_build()["deb"]
-    print(f"built {deb.name} in {time.monotonic() - start:.0f} s")
+    deb = release_build(suite).deb  # once per session and suite
+    print(f"{suite}: {deb.name} ready after {time.monotonic() - start:.0f} s")
     return deb
 
 
-@pytest.fixture(scope="session")
-def kexec_auto_repo(kexec_auto_deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def kexec_auto_repo(kexec_auto_deb: Path, tmp_path: Path) -> Path:
     """A flat apt repository holding only the kexec-auto .deb."""
-    return debimage.local_repo([kexec_auto_deb], tmp_path_factory.mktemp("repo"))
+    return debimage.local_repo([kexec_auto_deb], tmp_path / "repo")
 
 
 @pytest.fixture(params=SUITES)

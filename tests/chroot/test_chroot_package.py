@@ -1,4 +1,4 @@
-"""kexec-auto installed with apt in real bookworm and trixie trees.
+"""kexec-auto installed with apt in real bookworm, trixie and forky trees.
 
 One scenario per release, in the order a machine lives through it, with as
 few kernel installs as possible (each runs initramfs-tools, ~30 s):
@@ -31,9 +31,13 @@ from debimage import Chroot, file_list
 pytestmark = pytest.mark.chroot
 
 #: (older kernel, newer kernel) release patterns, cloud flavour, per suite.
+#: forky (testing) carries one kernel release at a time: the older kernel is
+#: trixie's, as on every machine upgraded from trixie (the forky trees reach
+#: trixie's archive for packages asked for by name, debimage.PREVIOUS_RELEASE).
 KERNEL_PATTERNS = {
     "bookworm": (r"6\.1\.0-\d+-cloud-amd64", r"6\.12\.\d+\+deb12-cloud-amd64"),
     "trixie": (r"6\.12\.\d+\+deb13(\.\d+)?-cloud-amd64", r"6\.12\.\d+\+deb13(\.\d+)?-cloud-amd64"),
+    "forky": (r"6\.12\.\d+\+deb13(\.\d+)?-cloud-amd64", r"\d+\.\d+\.\d+\+deb14(\.\d+)?-cloud-amd64"),
 }
 
 #: Hand-edited /etc/default/kexec content that purge must bring back byte for byte.
@@ -221,7 +225,9 @@ def unexplained_additions(chroot: Chroot, before: set[str], after: set[str]) -> 
 
 def paths_named_kexec_auto(chroot: Chroot) -> list[str]:
     ignore = ("/proc", "/sys", "/dev", "/run", "/var/log", "/var/lib/apt/lists",
-              "/srv/kexec-auto-test-repo", "/etc/apt/sources.list.d/kexec-auto-test.list")
+              "/srv/kexec-auto-test-repo", "/etc/apt/sources.list.d/kexec-auto-test.list",
+              # the test trees' own apt settings (debimage.cached_tree)
+              "/etc/apt/apt.conf.d/90kexec-auto-tests", "/etc/apt/preferences.d/90kexec-auto-tests")
     root = str(chroot.root)
     found = []
     for dirpath, dirnames, filenames in os.walk(root):

@@ -3,6 +3,9 @@
 bookworm's debootstrap has no forky script (testing is bootstrapped with
 sid's), and the copy of testing reachable here may be past its Valid-Until:
 the tree must still bootstrap, and apt in it must read all three suites.
+It also reaches trixie's archive (testing carries one kernel release, the
+older kernels of the tests are trixie's), pinned so low that nothing comes
+from there unless asked for by name.
 """
 from __future__ import annotations
 
@@ -29,6 +32,12 @@ def test_forky_tree_bootstraps_and_apt_reads_its_suites(as_root: None, tmp_path:
             for suite in ("forky", "forky-updates", "forky-security"):
                 assert re.search(rf"(Get|Hit):\d+ \S+ {suite} InRelease", out), out
             assert "Err:" not in out and "E: " not in out, out
-            assert "forky/main amd64 Packages" in chroot.run("apt-cache policy").stdout
+            policy = chroot.run("apt-cache policy").stdout
+            assert "forky/main amd64 Packages" in policy, policy
             assert chroot.run("apt-cache show kexec-tools").returncode == 0
+            # trixie's archive is there for its kernels, and gives nothing unasked
+            assert "100 http://deb.debian.org/debian trixie/main amd64 Packages" in policy, policy
+            candidate = chroot.run("apt-cache policy systemd").stdout
+            version = re.search(r"Candidate: (\S+)", candidate).group(1)
+            assert re.search(rf" {re.escape(version)} \d+\n\s+500 \S+ forky/main", candidate), candidate
     assert (tree / "etc/apt/sources.list").is_file(), "the cached tree itself was touched"
