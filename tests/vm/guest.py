@@ -17,6 +17,7 @@ recorded with the number of the qemu process it happened in.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -213,7 +214,7 @@ def run_chain(disk: Path, kernel: Path | None, initrd: Path | None, log: Path, *
                 booted = f"-kernel {kernel.name}" if layout == "provider" and kernel else f"{layout} firmware"
                 with open(log, "a") as out:
                     out.write(f"\n=== host: qemu run {chain.qemu_runs} starts "
-                              f"({booted}) ===\n")
+                              f"({booted}) at +{time.monotonic() - start:.1f} s ===\n")
                 cmd = qemu_command(disk, kernel, initrd, log, run_append, layout=layout,
                                    vars_file=vars_file, extra=qemu_args)
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
@@ -262,7 +263,7 @@ def run_chain(disk: Path, kernel: Path | None, initrd: Path | None, log: Path, *
                 err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
                 with open(log, "a") as out:
                     out.write(f"\n=== host: qemu run {chain.qemu_runs - 1} exited "
-                              f"with status {proc.returncode} {err.strip()} ===\n")
+                              f"with status {proc.returncode} {err.strip()} at +{now - start:.1f} s ===\n")
                 status, proc = proc.returncode, None
                 if chain.ended:
                     break
@@ -288,7 +289,24 @@ def run_chain(disk: Path, kernel: Path | None, initrd: Path | None, log: Path, *
             with open(log, "a") as out:
                 out.write(f"\n=== host: qemu run {chain.qemu_runs - 1} killed ===\n")
     chain.seconds = time.monotonic() - start
+    _write_timeline(chain, start)
     return chain
+
+
+def _write_timeline(chain: Chain, start: float) -> None:
+    """When every boot and qemu run happened, in seconds from the chain's
+    start, beside the serial log (for timings after the run)."""
+    def rel(t: float | None) -> float | None:
+        return None if t is None else round(t - start, 1)
+    timeline = {
+        "seconds": round(chain.seconds, 1),
+        "qemu_started": [rel(t) for t in chain.qemu_started],
+        "qemu_exited": [rel(t) for t in chain.qemu_exited],
+        "boots": [{"seq": b.seq, "uname": b.uname, "qemu_run": b.qemu_run, "seen_at": rel(b.seen_at),
+                   "uptime": b.uptime, "action": b.action, "action_at": rel(b.action_at),
+                   "episode": b.results.get("episode")} for b in chain.boots],
+    }
+    chain.log.with_suffix(".times.json").write_text(json.dumps(timeline, indent=1) + "\n")
 
 
 def sh_quote(value: str) -> str:

@@ -83,9 +83,12 @@ def test_every_failed_trial_comes_back_by_itself(vm_runs, suite, plan):
     built, chain = vm_runs.get_safety(suite, plan)
     base = built.base
     provider, older, new = base.provider, base.older, base.newest
-    for mode, attempt, reset, back in safety.recovery_times(chain, plan):
-        print(f"{suite} {plan.name}: {mode} trial {attempt}: reset after {reset:.0f} s, "
-              f"back in a working kernel's multi-user after {back:.0f} s")
+    lines = [f"{suite} {plan.name}: {mode} trial {attempt}: reset after {reset:.0f} s, "
+             f"back in a working kernel after {back:.0f} s"
+             for mode, attempt, reset, back in safety.recovery_times(chain, plan)]
+    print("\n".join(lines))
+    scenarios.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (scenarios.ARTIFACTS / f"recovery-{suite}-{plan.name}.txt").write_text("".join(f"{l}\n" for l in lines))
     with step(chain, suite, plan.name):
         assert chain.error is None and chain.ended, (chain.error, safety.chain_boots(chain))
         assert built.notes["tries"] == str(plan.tries), built.notes
