@@ -231,8 +231,9 @@ def _stages(plan: Plan):
     the last one into O.  With hand-off: stage 0 runs in N (the hand-off at
     the first power-on); per mode, a stage breaks N and power-cycles
     (coldreboot): P hands off to N, which fails, the reset brings P back,
-    which hands off to O, where the next stage runs; while N has tries
-    left, that stage reboots into N once more."""
+    which hands off to O, where the next stage runs.  Every stage after a
+    failed trial reboots: into N once more while it has tries left, else
+    (N bad) into O, through kexec, where the next mode starts."""
     def stages(base: image.BaseTree) -> list[str]:
         lib = (scenarios.ASSESS_LIB + LIB).replace("@NEW@", base.newest).replace("@DEADLINE@", str(DEADLINE))
         journal = "ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service\n"
@@ -246,8 +247,10 @@ def _stages(plan: Plan):
                 state = "bad" if last else f"failed{attempt}"
                 # leaving N: the next trial (of O) gets the default deadline again
                 reset = "kexec-auto set TRIAL_TIMEOUT=300 >/dev/null\n" if last else ""
+                # then a reboot: into N while it has tries left, else (N bad)
+                # into O, through kexec, where the next mode starts
                 out.append(lib + f"ka_result episode {mode}:{state}\nka_report\n" + journal + reset
-                           + ("ka_do reboot\n" if not (plan.handoff and last) else ""))
+                           + "ka_do reboot\n")
         # repair N; the next reboot is a trial of N that succeeds
         # (with a short deadline, which the good trial must outlive)
         out.append(lib + "ka_result episode repaired\nka_report\nka_repair\n"
@@ -284,7 +287,7 @@ def build(suite: str, plan: Plan) -> scenarios.Built:
     failures = len(plan.modes) * (1 if plan.handoff else plan.tries)
     options: dict[str, object] = {
         "append": CLOUD_APPEND, "qemu_args": qemu_args, "boot_timeout": 420,
-        "total_timeout": 900 + 300 * failures, "max_qemu_runs": qemu_runs(plan) + 1}
+        "total_timeout": 1200 + 600 * failures, "max_qemu_runs": qemu_runs(plan) + 1}
     if plan.handoff:
         options["appends"] = [CLOUD_APPEND] * (qemu_runs(plan) - 1) + [f"{CLOUD_APPEND} {HANDOFF_OFF}"]
     return scenarios._build(suite, plan.name, _prepare(plan), _stages(plan), options)
