@@ -20,9 +20,11 @@ from pathlib import Path
 from . import guest, image, scenarios
 from .scenarios import ASSESS_LIB, Built, _add_repo, _build
 
-#: The combinations CI boots, one per boot path (Secure Boot is the UEFI path
-#: most machines will move to).  KEXEC_AUTO_TEST_MATRIX=full boots every one.
-CI_MATRIX = (("bookworm", "bios"), ("trixie", "uefi"), ("bookworm", "secureboot"))
+#: The combinations CI boots: legacy BIOS, and UEFI as Secure Boot has it
+#: (OVMF, shim, signed GRUB, efivars after every kexec), to fit in CI's hour.
+#: KEXEC_AUTO_TEST_MATRIX=full boots every one, plain UEFI (with the
+#: hand-off at power-on) on both releases included.
+CI_MATRIX = (("bookworm", "bios"), ("bookworm", "secureboot"))
 FULL_MATRIX = tuple((suite, layout) for layout in ("bios", "uefi", "secureboot") for suite in scenarios.SUITES)
 
 

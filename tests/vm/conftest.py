@@ -1,9 +1,10 @@
 """Fixtures of the VM suite: every needed (suite, scenario) VM chain runs once.
 
-The first test that asks for a chain starts all the chains the collected
-tests need, two at a time (one qemu per core, -smp 1, TCG), longest first, so
-that bookworm and trixie boot side by side.  Tests then only read the
-recorded boots and assert.
+Once collection is done, the chains the collected tests need start,
+longest first: one at a time while the session's other tests run (they
+keep about one core busy), two at a time (one qemu per core, -smp 1, TCG)
+from the first VM test on.  Tests then only read the recorded boots and
+assert.
 """
 from __future__ import annotations
 
@@ -31,6 +32,28 @@ class Runs:
         self.lock = threading.Lock()
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.futures: dict[tuple[str, str], concurrent.futures.Future[tuple[scenarios.Built, guest.Chain]]] = {}
+        #: chains booting at once: one until the first VM test asks, then two
+        self.lanes = threading.Semaphore(1)
+        self.widened = False
+        self.closing = False
+
+    def _in_lane(self, function: Callable[..., tuple[scenarios.Built, guest.Chain]], *args: object
+                 ) -> tuple[scenarios.Built, guest.Chain]:
+        with self.lanes:
+            if self.closing:
+                raise RuntimeError("the test session ended before this chain started")
+            return function(*args)
+
+    def start(self) -> None:
+        """Start the chains now, one at a time until a VM test asks for one."""
+        with self.lock:
+            if self.pool is None:
+                self._start_all()
+
+    def _widen(self) -> None:
+        if not self.widened:
+            self.widened = True
+            self.lanes.release()
 
     def _one(self, suite: str, scenario: str) -> tuple[scenarios.Built, guest.Chain]:
         built = BUILDERS[scenario][1](suite)
@@ -49,10 +72,11 @@ class Runs:
         jobs += [(plan.weight, (suite, plan.name), self._safety, (suite, plan))
                  for suite, plan in self.safety_plans]
         for _, key, function, args in sorted(jobs, key=lambda job: (-job[0], job[1])):
-            self.futures[key] = self.pool.submit(function, *args)
+            self.futures[key] = self.pool.submit(self._in_lane, function, *args)
 
     def get(self, suite: str, scenario: str) -> tuple[scenarios.Built, guest.Chain]:
         with self.lock:
+            self._widen()
             if self.pool is None:
                 self.wanted.add((suite, scenario))
                 self._start_all()
@@ -64,6 +88,7 @@ class Runs:
     def get_safety(self, suite: str, plan: safety.Plan) -> tuple[scenarios.Built, guest.Chain]:
         """A chain of the safety net's scenarios (tests/vm/safety.py)."""
         with self.lock:
+            self._widen()
             if self.pool is None:
                 self.safety_plans.add((suite, plan))
                 self._start_all()
@@ -74,6 +99,10 @@ class Runs:
         return future.result()
 
     def close(self) -> None:
+        """Wait for the chain booting now; the others never start."""
+        self.closing = True
+        with self.lock:
+            self._widen()  # a chain waiting for its lane gives up at once
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -100,17 +129,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             wanted.add((path_suite, f"path-{layout}"))
     config.stash[WANTED] = wanted
     config.stash[SAFETY_PLANS] = plans
+    if (wanted or plans) and not config.option.collectonly:
+        runs = Runs(set(wanted), set(plans))
+        config.stash[RUNS] = runs
+        runs.start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    runs = config.stash.get(RUNS, None)
+    if runs is not None:
+        runs.close()
 
 
 WANTED = pytest.StashKey[set]()
 SAFETY_PLANS = pytest.StashKey[set]()
+RUNS = pytest.StashKey[Runs]()
 
 
 @pytest.fixture(scope="session")
 def vm_runs(request: pytest.FixtureRequest) -> Iterator[Runs]:
-    runs = Runs(request.config.stash.get(WANTED, set()), request.config.stash.get(SAFETY_PLANS, set()))
+    runs = request.config.stash.get(RUNS, None)
+    if runs is None:
+        runs = Runs(request.config.stash.get(WANTED, set()), request.config.stash.get(SAFETY_PLANS, set()))
+        request.config.stash[RUNS] = runs
     yield runs
-    runs.close()
 
 
 @pytest.fixture(params=bootpaths.matrix())
