@@ -25,86 +25,109 @@ BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
 }
 
 
+Result = tuple[scenarios.Built, guest.Chain]
+
+
 class Runs:
+    """The session's VM chains, run in order (longest first) by lanes: one
+    lane from start(), a second from the first VM test's request on."""
+    LANES = 2
+
     def __init__(self, wanted: set[tuple[str, str]], safety_plans: set[tuple[str, safety.Plan]] = frozenset()):
         self.wanted = wanted
         self.safety_plans = set(safety_plans)
         self.lock = threading.Lock()
-        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self.futures: dict[tuple[str, str], concurrent.futures.Future[tuple[scenarios.Built, guest.Chain]]] = {}
-        #: chains booting at once: one until the first VM test asks, then two
-        self.lanes = threading.Semaphore(1)
-        self.widened = False
+        self.started = False
+        self.futures: dict[tuple[str, str], concurrent.futures.Future[Result]] = {}
+        self.queue: list[tuple[Callable[..., Result], tuple[object, ...], concurrent.futures.Future[Result]]] = []
+        self.lanes: list[threading.Thread] = []
+        self.wide = False
         self.closing = False
 
-    def _in_lane(self, function: Callable[..., tuple[scenarios.Built, guest.Chain]], *args: object
-                 ) -> tuple[scenarios.Built, guest.Chain]:
-        with self.lanes:
-            if self.closing:
-                raise RuntimeError("the test session ended before this chain started")
-            return function(*args)
-
-    def start(self) -> None:
-        """Start the chains now, one at a time until a VM test asks for one."""
-        with self.lock:
-            if self.pool is None:
-                self._start_all()
-
-    def _widen(self) -> None:
-        if not self.widened:
-            self.widened = True
-            self.lanes.release()
-
-    def _one(self, suite: str, scenario: str) -> tuple[scenarios.Built, guest.Chain]:
+    def _one(self, suite: str, scenario: str) -> Result:
         built = BUILDERS[scenario][1](suite)
         return built, scenarios.boot_chain(built, **built.chain_options)
 
     @staticmethod
-    def _safety(suite: str, plan: safety.Plan) -> tuple[scenarios.Built, guest.Chain]:
+    def _safety(suite: str, plan: safety.Plan) -> Result:
         built = safety.build(suite, plan)
         return built, scenarios.boot_chain(built, **built.chain_options)
 
+    def _lane(self) -> None:
+        while True:
+            with self.lock:
+                if self.closing or not self.queue:
+                    self.lanes.remove(threading.current_thread())
+                    return
+                function, args, future = self.queue.pop(0)
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(*args))
+            except BaseException as exc:  # the test that reads it reports it
+                future.set_exception(exc)
+
+    def _staff(self) -> None:
+        """Enough lanes for the queue (under self.lock)."""
+        while self.queue and len(self.lanes) < (self.LANES if self.wide else 1):
+            lane = threading.Thread(target=self._lane, name=f"vm-lane-{len(self.lanes)}", daemon=True)
+            self.lanes.append(lane)
+            lane.start()
+
+    def _submit(self, key: tuple[str, str], function: Callable[..., Result], *args: object) -> None:
+        future: concurrent.futures.Future[Result] = concurrent.futures.Future()
+        self.futures[key] = future
+        self.queue.append((function, args, future))
+
     def _start_all(self) -> None:
-        """Every chain the session needs, longest first, two at a time."""
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        """Every chain the session needs, longest first."""
+        self.started = True
         jobs = [(BUILDERS[scenario][0], (suite, scenario), self._one, (suite, scenario))
                 for suite, scenario in self.wanted]
         jobs += [(plan.weight, (suite, plan.name), self._safety, (suite, plan))
                  for suite, plan in self.safety_plans]
         for _, key, function, args in sorted(jobs, key=lambda job: (-job[0], job[1])):
-            self.futures[key] = self.pool.submit(self._in_lane, function, *args)
+            self._submit(key, function, *args)
 
-    def get(self, suite: str, scenario: str) -> tuple[scenarios.Built, guest.Chain]:
+    def start(self) -> None:
+        """Start the chains now, one at a time until a VM test asks for one."""
         with self.lock:
-            self._widen()
-            if self.pool is None:
-                self.wanted.add((suite, scenario))
+            if not self.started:
                 self._start_all()
-            if (suite, scenario) not in self.futures:
-                self.futures[(suite, scenario)] = self.pool.submit(self._one, suite, scenario)
-            future = self.futures[(suite, scenario)]
-        return future.result()
+            self._staff()
 
-    def get_safety(self, suite: str, plan: safety.Plan) -> tuple[scenarios.Built, guest.Chain]:
-        """A chain of the safety net's scenarios (tests/vm/safety.py)."""
+    def _result(self, key: tuple[str, str], function: Callable[..., Result], *args: object) -> Result:
         with self.lock:
-            self._widen()
-            if self.pool is None:
-                self.safety_plans.add((suite, plan))
+            self.wide = True
+            if not self.started:
                 self._start_all()
-            key = (suite, plan.name)
             if key not in self.futures:
-                self.futures[key] = self.pool.submit(self._safety, suite, plan)
+                self._submit(key, function, *args)
+            self._staff()
             future = self.futures[key]
         return future.result()
 
+    def get(self, suite: str, scenario: str) -> Result:
+        if not self.started:
+            self.wanted.add((suite, scenario))
+        return self._result((suite, scenario), self._one, suite, scenario)
+
+    def get_safety(self, suite: str, plan: safety.Plan) -> Result:
+        """A chain of the safety net's scenarios (tests/vm/safety.py)."""
+        if not self.started:
+            self.safety_plans.add((suite, plan))
+        return self._result((suite, plan.name), self._safety, suite, plan)
+
     def close(self) -> None:
-        """Wait for the chain booting now; the others never start."""
-        self.closing = True
+        """Wait for the chains booting now; the queued ones never start."""
         with self.lock:
-            self._widen()  # a chain waiting for its lane gives up at once
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.closing = True
+            for _, _, future in self.queue:
+                future.cancel()
+            self.queue.clear()
+            lanes = list(self.lanes)
+        for lane in lanes:
+            lane.join()
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: start only the chains still wanted
