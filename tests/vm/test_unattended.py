@@ -9,7 +9,7 @@ import pytest
 from .scenarios import step, suites
 
 #: CI boots this chain on these suites; KEXEC_AUTO_TEST_MATRIX=full on every one
-CI_SUITES: tuple[str, ...] = ("bookworm",)
+CI_SUITES: tuple[str, ...] = ()  # in the full matrix: CI has no time left for its in-guest upgrade
 pytestmark = [pytest.mark.vm, suites(CI_SUITES)]
 SCENARIO = "unattended"
 
