@@ -44,6 +44,7 @@ SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 _HDRS_OFFSET, _HDRS = 0x202, b"HdrS"
 _HEADER_SIZE = 0x10000
 PROC_LIMIT = 64 << 10  # /proc and /sys files, /etc/kernel/cmdline
+KERNEL_CONFIG_LIMIT = 4 << 20  # /boot/config-*: about 120-300 KB in Debian's kernels
 _MAX_LINKS = 40  # as the kernel's path walk
 
 
@@ -488,7 +489,7 @@ def set_panic_timeout(root: str, seconds: int) -> None:
 
 def kernel_config(root: str, release: str, key: str) -> Optional[str]:
     """A value of /boot/config-RELEASE, e.g. CONFIG_PANIC_TIMEOUT."""
-    text = _read(root, f"/boot/config-{release}")
+    text = _read(root, f"/boot/config-{release}", KERNEL_CONFIG_LIMIT)
     for line in (text or "").splitlines():
         name, sep, value = line.partition("=")
         if sep and name == key:
