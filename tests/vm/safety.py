@@ -236,7 +236,8 @@ def _stages(plan: Plan):
     (N bad) into O, through kexec, where the next mode starts."""
     def stages(base: image.BaseTree) -> list[str]:
         lib = (scenarios.ASSESS_LIB + LIB).replace("@NEW@", base.newest).replace("@DEADLINE@", str(DEADLINE))
-        journal = "ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-load.service\n"
+        # the boot assessment runs in kexec-auto-boot.service, the load in kexec-auto-load.service
+        journal = "ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-boot.service -u kexec-auto-load.service\n"
         out: list[str] = []
         for mode in plan.modes:
             first = "coldreboot" if plan.handoff else "reboot"
