@@ -2,13 +2,15 @@
 machine has (a Debian kernel's /boot/config is far larger than a /proc file)."""
 from __future__ import annotations
 
+import subprocess
+
 from kexec_auto import safetynet, system
 
 RELEASE = "6.12.118+deb13-cloud-amd64"
 
 
 def test_end_restores_the_kernels_own_panic_timeout_from_a_full_size_config(tmp_path, monkeypatch):
-    monkeypatch.setattr(system, "run", lambda argv: __import__("subprocess").CompletedProcess(argv, 0, "", ""))
+    monkeypatch.setattr(system, "run", lambda argv: subprocess.CompletedProcess(argv, 0, "", ""))
     root = tmp_path
     (root / "proc/sys/kernel").mkdir(parents=True)
     (root / "boot").mkdir()
