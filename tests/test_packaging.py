@@ -599,22 +599,14 @@ def test_purge_removes_everything_and_the_kexec_file_kexec_auto_created(box):
 
 
 @needs_root
-def test_purge_restores_the_original_kexec_file(box):
-    box.stub("/usr/bin/dpkg-query", "echo installed")
-    original = 'LOAD_KEXEC=false\nKERNEL_IMAGE="/vmlinuz"\nINITRD="/initrd.img"\nAPPEND=""\n'
-    box.write("/etc/default/kexec", original)
-    assert box.postinst().returncode == 0
-    assert box.read("/etc/default/kexec") != original
-    assert box.sh(f"{box.scripts}/kexec-auto.postrm purge").returncode == 0
-    assert box.read("/etc/default/kexec") == original
-
-
-@needs_root
-def test_purge_with_kexec_tools_removed_but_not_purged_gives_its_file_back(box):
-    # kexec-tools' configuration is still there: its own purge deletes the
-    # file, a reinstall reads it back. So it must be the original again.
-    box.stub("/usr/bin/dpkg-query", "echo config-files")
-    original = "LOAD_KEXEC=true\nKERNEL_IMAGE=/vmlinuz\nAPPEND='mine'\n"
+@pytest.mark.parametrize("kexec_tools,original", [
+    ("installed", 'LOAD_KEXEC=false\nKERNEL_IMAGE="/vmlinuz"\nINITRD="/initrd.img"\nAPPEND=""\n'),
+    # kexec-tools removed but not purged: its own purge deletes the file, a
+    # reinstall reads it back. So it must be the original again.
+    ("config-files", "LOAD_KEXEC=true\nKERNEL_IMAGE=/vmlinuz\nAPPEND='mine'\n"),
+], ids=["kexec-tools-installed", "kexec-tools-removed-not-purged"])
+def test_purge_gives_the_original_kexec_file_back(box, kexec_tools, original):
+    box.stub("/usr/bin/dpkg-query", f"echo {kexec_tools}")
     box.write("/etc/default/kexec", original)
     assert box.postinst().returncode == 0
     assert box.read("/etc/default/kexec") != original
