@@ -21,7 +21,6 @@ selects there.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 
 from conftest import REPO
 from debimage import Chroot
+from matrix import in_matrix
 
 from .conftest import bzimage, fresh_tree, newest_kernel
 
@@ -85,13 +85,9 @@ def stand_in(chroot: Chroot, release: str, banner: str) -> None:
 
 #: CI runs the fleet tests on bookworm; KEXEC_AUTO_TEST_MATRIX=full on trixie too
 CI_SUITES = ("bookworm",)
-FULL_ONLY = pytest.mark.skip(reason="in the full matrix only: KEXEC_AUTO_TEST_MATRIX=full")
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param(suite, marks=() if suite in CI_SUITES or os.environ.get("KEXEC_AUTO_TEST_MATRIX") == "full"
-                 else FULL_ONLY)
-    for suite in ("bookworm", "trixie")])
+@pytest.fixture(scope="module", params=in_matrix(("bookworm", "trixie"), CI_SUITES))
 def machine(request, fleet_repo: Path, tmp_path_factory) -> Iterator[tuple[Chroot, str, str, str]]:
     suite = request.param
     start = time.monotonic()

@@ -8,7 +8,6 @@ reports (uname, which qemu process) is the outcome of stage N's action.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -17,29 +16,12 @@ from typing import Callable, Iterator, Sequence
 
 import pytest
 
+from matrix import FULL_ONLY, MATRIX_ENV, full_matrix, in_matrix  # noqa: F401 (used by the VM modules)
+
 from . import guest, image, package
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SUITES = ("bookworm", "trixie")
-
-#: KEXEC_AUTO_TEST_MATRIX=full boots every VM chain; without it, CI's share:
-#: one representative of every boot path and failure mode (README)
-MATRIX_ENV = "KEXEC_AUTO_TEST_MATRIX"
-FULL_ONLY = pytest.mark.skip(reason=f"in the full VM matrix only: {MATRIX_ENV}=full")
-
-
-def full_matrix() -> bool:
-    return os.environ.get(MATRIX_ENV) == "full"
-
-
-def in_matrix(values: Sequence[object], ci: Sequence[object], ids=None) -> list[object]:
-    """values as pytest parameters: those of CI's share run everywhere, the
-    others only in the full matrix (elsewhere they show as skipped, with
-    the command that runs them)."""
-    return [pytest.param(value, marks=() if full_matrix() or value in ci else FULL_ONLY,
-                         id=ids(value) if ids else None)
-            for value in values]
-
 
 def suites(ci: Sequence[str]) -> pytest.MarkDecorator:
     """Parametrize a module's tests by suite: ci in CI, every suite in the full matrix."""
