@@ -285,7 +285,7 @@ def build(suite: str, plan: Plan) -> scenarios.Built:
         base = image.base_tree(suite)
         hang_module(base, base.newest)
     qemu_args = ["-device", "i6300esb"] if plan.watchdog_device else []
-    failures = len(plan.modes) * (1 if plan.handoff else plan.tries)
+    failures = len(plan.modes) * plan.tries
     options: dict[str, object] = {
         "append": CLOUD_APPEND, "qemu_args": qemu_args, "boot_timeout": 420,
         "total_timeout": 1200 + 600 * failures, "max_qemu_runs": qemu_runs(plan) + 1}

@@ -23,10 +23,7 @@ from .scenarios import step
 pytestmark = pytest.mark.vm
 
 #: which chains CI runs: one representative of every failure mode, on both
-#: suites, one of them through the hand-off at power-on.  Tries (a kernel
-#: tried again after its first failure) are in the full matrix:
-#: KEXEC_AUTO_TEST_MATRIX=full runs every mode on both suites, with and
-#: without the hand-off, with kexec-auto's default of two tries
+#: suites, one of them through the hand-off at power-on
 CI_PLANS = {
     "bookworm": (
         safety.Plan(("panic", "emergency", "softlockup"), tries=1, handoff=True, survive=True),
@@ -35,16 +32,19 @@ CI_PLANS = {
         safety.Plan(("noroot", "deadline", "hardlockup"), tries=1, watchdog_device=True),
     ),
 }
+#: what the full matrix (KEXEC_AUTO_TEST_MATRIX=full) adds to CI's plans.
+#: With them, every failure mode runs on both suites, and with and without
+#: the hand-off: a hang through the hand-off as a soft lockup, since a hard
+#: lockup needs qemu's watchdog device, which bookworm's 6.1 cloud kernels
+#: have no driver for.  Two tries (kexec-auto's default) run on both suites,
+#: with and without the hand-off.  Counting tries does not depend on how a
+#: trial fails, so no mode runs once per tries setting.
 FULL_PLANS = {
     "bookworm": (
-        safety.Plan(("panic", "noroot", "emergency", "deadline", "softlockup"), tries=2),
-        safety.Plan(("panic", "noroot", "emergency", "deadline", "softlockup"), tries=2, handoff=True),
+        safety.Plan(("noroot", "deadline"), tries=2, handoff=True),
     ),
     "trixie": (
-        safety.Plan(("panic", "noroot", "emergency", "deadline", "softlockup", "hardlockup"), tries=2,
-                    watchdog_device=True),
-        safety.Plan(("panic", "noroot", "emergency", "deadline", "hardlockup"), tries=2, handoff=True,
-                    watchdog_device=True),
+        safety.Plan(("panic", "emergency", "softlockup"), tries=2),
     ),
 }
 
@@ -53,7 +53,7 @@ def plans() -> list[object]:
     """(suite, plan) parameters: CI's plans, then the full matrix's others,
     which run only with KEXEC_AUTO_TEST_MATRIX=full."""
     ci = [(suite, plan) for suite, ps in CI_PLANS.items() for plan in ps]
-    full = [(suite, plan) for suite, ps in FULL_PLANS.items() for plan in ps if plan not in CI_PLANS[suite]]
+    full = [(suite, plan) for suite, ps in FULL_PLANS.items() for plan in ps]
     return [pytest.param(suite, plan, marks=scenarios.FULL_ONLY if (suite, plan) in full
                          and not scenarios.full_matrix() else (), id=f"{suite}-{plan.name}")
             for suite, plan in ci + full]
