@@ -503,6 +503,42 @@ def test_handoff_never_into_a_bad_kernel(machine, capsys):
     assert image(machine) == f"/boot/vmlinuz-{PROVIDER}"
 
 
+def booted_through_kexec(root):
+    """A new boot (an empty /run) whose kernel's boot header names kexec as
+    its loader (0xD0)."""
+    root.file("/run").exists() and subprocess.run(["rm", "-rf", str(root.file("/run"))], check=True)
+    root.write("/sys/kernel/boot_params/data", b"\0" * 0x210 + bytes([0xD0]) + b"\0" * 0x100)
+
+
+def test_no_handoff_out_of_a_kernel_booted_through_kexec(machine, capsys):
+    # NEW failed its hand-off trial, the firmware brought the provider back,
+    # which handed off to OLD; a reboot from OLD loads NEW, which has a try
+    # left.  NEW's boot must be its trial, not a hand-off back out of it:
+    # that would end the trial unjudged, and every reboot would go round
+    # NEW and the kernel it hands off to.
+    r = str(machine)
+    machine.config("HANDOFF=true\n")
+    cli.main(["boot", "--root", r])  # hands off to NEW, which fails to boot
+    firmware_boots_provider(machine)
+    cli.main(["boot", "--root", r])  # counts the failure, hands off to OLD
+    kexec_boots(machine, OLD)
+    booted_through_kexec(machine)
+    assert cli.main(["boot", "--root", r]) == 0
+    assert cli.main(["bless", "--root", r]) == 0
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    assert machine.fake_run.named("/sbin/kexec")[-1][:3] == ["/sbin/kexec", "-l", f"/boot/vmlinuz-{NEW}"]
+    kexec_boots(machine, NEW)
+    booted_through_kexec(machine)
+    capsys.readouterr()
+    assert cli.main(["boot", "--root", r]) == 0
+    assert machine.fake_run.named("/sbin/kexec") == []
+    assert machine.fake_run.named("systemctl") == []
+    assert boot_state(machine).trying == NEW
+    assert f"hand-off to {OLD} skipped: {NEW} was booted through kexec" in capsys.readouterr().err
+    assert cli.main(["bless", "--root", r]) == 0
+    assert boot_state(machine).mark_of(NEW) == "good"
+
+
 # -- the trial is of the release really loaded ------------------------------
 
 def bzimage(version: str) -> bytes:

@@ -23,8 +23,9 @@ HANDOFF_OFF = "kexec_auto.handoff=0"  # on the kernel command line: no hand-off
 def boot(root: str, log: Log = stderr_log) -> int:
     """Early in every boot (kexec-auto-boot.service): judge the
     kernel that was being tried, publish the selection for ``systemctl
-    kexec``, and hand off to the selected kernel when HANDOFF=true."""
-    lastboot.record(root)
+    kexec``, and, when HANDOFF=true and the firmware booted this kernel,
+    hand off to the selected kernel."""
+    method = lastboot.record(root)
     running = system.running_release(root)
     failed = system.at(root, LOAD_FAILED_MARKER, follow=False)
     if failed.exists():
@@ -58,6 +59,14 @@ def boot(root: str, log: Log = stderr_log) -> int:
         if selected is not None and selected.release != running and selected.release in suspects:
             log(f"hand-off to {selected.release} skipped: its last trial boot failed; "
                 f"staying in {running}")
+        return 0
+    if method in (lastboot.KEXEC, lastboot.HANDOFF):
+        # The kernel that kexec'd this one chose it: a reboot's selection,
+        # perhaps a trial with tries left, or a hand-off already made.
+        # Handing off again would end that trial unjudged and, at every
+        # reboot, go round the same two kernels.
+        log(f"hand-off to {target.release} skipped: {running} was booted through kexec, "
+            "not by the firmware")
         return 0
     if HANDOFF_OFF in system.current_cmdline_words(root):
         log(f"hand-off to {target.release} skipped: {HANDOFF_OFF} is on the kernel command line")
