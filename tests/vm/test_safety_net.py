@@ -116,7 +116,7 @@ def test_every_failed_trial_comes_back_by_itself(vm_runs, suite, plan):
                 else:
                     assert (after.uname, after.qemu_run) == (provider, before.qemu_run + 1), where
                 data = status(after)
-                reasons = safety.REASONS[mode]
+                reasons = plan.reasons(mode)
                 if label == "bad":
                     assert all(r in data["bad_kernels"].get(new, "") for r in reasons), (where, data)
                     assert kernels(after)[new]["boot"] == "bad" and not kernels(after)[new]["selectable"]
