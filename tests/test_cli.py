@@ -184,6 +184,20 @@ def test_status_finds_the_shutdown_hook_where_bookworm_has_it(two_kernels, capsy
     assert run_cli(two_kernels, "status") == 0, capsys.readouterr().out
 
 
+@pytest.mark.parametrize("where, words", [("chroot", "running inside a chroot"),
+                                          ("unknown", "cannot tell whether this is a chroot")])
+def test_status_says_a_confined_system_never_loads(two_kernels, monkeypatch, capsys, where, words):
+    """As `kexec-auto load` refuses there, status must not promise a kexec."""
+    run_cli(two_kernels, "update")
+    for path in ("/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service",
+                 "/usr/sbin/kexec", "/usr/lib/systemd/system-shutdown/kexec-auto"):
+        two_kernels.write(path, "", 0o755)
+    monkeypatch.setattr(system, "confinement", lambda root: where)
+    capsys.readouterr()
+    assert run_cli(two_kernels, "status") == cli.EXIT_NOT_KEXEC
+    assert words in capsys.readouterr().out
+
+
 def test_set_and_get_keep_other_lines_and_refuse_bad_values(root, capsys):
     root.config("# local notes\nFLAVOUR=any\nX_OTHER=1\n")
     assert run_cli(root, "set", "PIN=6.1.0-56-amd64", "EXTRA_CMDLINE=a 'b'") == 0

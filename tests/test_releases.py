@@ -161,3 +161,10 @@ def test_piuparts_on_trixie_installs_purges_and_upgrades_from_the_bookworm_build
     assert f"Setting up kexec-auto ({current.version})" in log
     assert f"Setting up kexec-auto ({previous.version})" in log
     assert f"Unpacking kexec-auto ({current.version}) over ({previous.version})" in log
+
+
+def test_autopkgtest_summary_doctests():
+    import autopkgtest_run
+
+    result = doctest.testmod(autopkgtest_run)
+    assert result.failed == 0 and result.attempted > 0

@@ -73,6 +73,8 @@ def reboot_blockers(root: str, plan: Plan, values: Optional[dict[str, str]]) -> 
     where = system.confinement(root)
     if where in ("container", "chroot"):
         blockers.append(f"running inside a {where}: kexec-auto never loads a kernel there")
+    elif where == "unknown":
+        blockers.append("systemd-detect-virt cannot tell whether this is a chroot: kexec-auto does not load here")
     return blockers
 
 

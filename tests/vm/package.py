@@ -1,10 +1,12 @@
-"""kexec-auto's .deb for the VM images: the session's one build (tests/debbuild.py)."""
+"""kexec-auto's .deb for the VM images, built once per session (tests/debbuild.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from debbuild import session_build
+from debbuild import release_build, session_build
 
 
-def build_deb() -> Path:
-    return session_build()["deb"]
+def build_deb(suite: str | None = None) -> Path:
+    """suite's own build (made inside a tree of that release), or without a
+    suite the build on this machine."""
+    return release_build(suite).deb if suite else session_build()["deb"]

@@ -8,20 +8,27 @@ kexec-tools configured as Debian leaves it: a firmware reboot back to the
 provider kernel (the problem kexec-auto solves), seen as qemu exiting under
 -no-reboot and being started again.
 
-Boot 2 is issue 4's step 1 on a running system: `apt install kexec-auto` from
-a local repository, then `reboot` at once, which must already be a kexec
-into the newest kernel (the package starts its unit on install).
+Boot 2: `apt install kexec-auto` from a local repository on the running
+system, then `reboot` at once, which must already be a kexec into the newest
+kernel (the package starts its unit on install).
+
+The smoke scenario also runs on forky (testing), with forky's systemd and
+kexec-tools and its own build of kexec-auto; the other scenarios run on the
+releases of scenarios.SUITES.
 """
 import pytest
 
-from .scenarios import step, suites
+from .scenarios import in_matrix, step, suites
 
 #: CI boots this chain on these suites; KEXEC_AUTO_TEST_MATRIX=full on every one
 CI_SUITES: tuple[str, ...] = ()
-pytestmark = [pytest.mark.vm, suites(CI_SUITES)]
+pytestmark = pytest.mark.vm
 SCENARIO = "smoke"
+#: bookworm and trixie, and forky (testing)
+every_suite = suites(CI_SUITES, extra=("forky",))
 
 
+@every_suite
 def test_provider_kernel_boots(vm_runs, suite):
     built, chain = vm_runs.get(suite, SCENARIO)
     with step(chain, suite, "smoke-provider-boot"):
@@ -30,6 +37,7 @@ def test_provider_kernel_boots(vm_runs, suite):
         assert boot.qemu_run == 0
 
 
+@every_suite
 def test_manual_kexec_lands_in_newer_kernel_without_firmware_reset(vm_runs, suite):
     built, chain = vm_runs.get(suite, SCENARIO)
     with step(chain, suite, "smoke-manual-kexec"):
@@ -42,6 +50,7 @@ def test_manual_kexec_lands_in_newer_kernel_without_firmware_reset(vm_runs, suit
         assert after.qemu_run == first.qemu_run, "qemu restarted: that was a firmware reboot"
 
 
+@every_suite
 def test_plain_reboot_without_kexec_auto_is_a_firmware_reboot(vm_runs, suite):
     built, chain = vm_runs.get(suite, SCENARIO)
     with step(chain, suite, "smoke-plain-reboot"):
@@ -52,6 +61,7 @@ def test_plain_reboot_without_kexec_auto_is_a_firmware_reboot(vm_runs, suite):
         assert after.qemu_run == before.qemu_run + 1, "qemu kept running: no firmware reboot"
 
 
+@every_suite
 def test_step1_apt_install_on_the_running_guest_then_reboot_lands_in_newest(vm_runs, suite):
     built, chain = vm_runs.get(suite, SCENARIO)
     with step(chain, suite, "step1-apt-install"):
@@ -65,3 +75,14 @@ def test_step1_apt_install_on_the_running_guest_then_reboot_lands_in_newest(vm_r
         assert after.uname == built.base.newest
         assert after.qemu_run == installed.qemu_run, "qemu restarted: the reboot was a firmware reboot"
         assert chain.ended and chain.error is None, chain.error
+
+
+@pytest.mark.parametrize("suite", in_matrix(["forky"], CI_SUITES))  # the main scenario covers bookworm and trixie
+def test_forky_systemctl_kexec_still_finds_the_published_entry(vm_runs, suite):
+    built, chain = vm_runs.get(suite, SCENARIO)
+    with step(chain, suite, "smoke-systemctl-kexec"):
+        before = chain.boot(3)
+        assert before.action == "systemctl kexec"
+        after = chain.boot(4)
+        assert after.uname == built.base.newest
+        assert after.qemu_run == before.qemu_run, "qemu restarted: that was a firmware reboot"
