@@ -102,6 +102,16 @@ WantedBy=multi-user.target
 """
 
 
+def enable_unit(tree: Path, unit: str) -> None:
+    """What `systemctl enable` does for a unit wanted by multi-user.target:
+    unit (its absolute path in the guest) linked into the target's wants."""
+    wants = tree / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / Path(unit).name
+    link.unlink(missing_ok=True)
+    link.symlink_to(unit)
+
+
 def install_driver(tree: Path, stages: Sequence[str]) -> None:
     """Put the stage runner and the stage scripts (one per boot) into tree."""
     (tree / "usr/local/sbin").mkdir(parents=True, exist_ok=True)
@@ -111,11 +121,7 @@ def install_driver(tree: Path, stages: Sequence[str]) -> None:
     runner.chmod(0o755)
     (tree / "usr/local/lib/ka-lib.sh").write_text(LIB)
     (tree / "etc/systemd/system/ka-stage.service").write_text(UNIT)
-    wants = tree / "etc/systemd/system/multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    link = wants / "ka-stage.service"
-    link.unlink(missing_ok=True)
-    link.symlink_to("/etc/systemd/system/ka-stage.service")
+    enable_unit(tree, "/etc/systemd/system/ka-stage.service")
     state = tree / "var/lib/ka-test"
     (state / "stages").mkdir(parents=True, exist_ok=True)
     (state / "next").write_text("0\n")

@@ -24,7 +24,7 @@ import dist_upgrade
 from matrix import FULL_ONLY, full_matrix
 from debbuild import release_build
 
-from . import scenarios
+from . import guest, scenarios
 
 #: a dist-upgrade and a boot: in the full matrix only (KEXEC_AUTO_TEST_MATRIX=full)
 pytestmark = [pytest.mark.vm, *([] if full_matrix() else [FULL_ONLY])]
@@ -41,11 +41,7 @@ def guest_disk(upgraded: dist_upgrade.Upgraded, work: Path) -> tuple[Path, Path]
     ssh.mkdir(mode=0o700, exist_ok=True)
     (ssh / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
     (root / "etc/systemd/network/80-kexec-auto-tests.network").write_text(NETWORK)
-    wants = root / "etc/systemd/system/multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    link = wants / "systemd-networkd.service"
-    link.unlink(missing_ok=True)
-    link.symlink_to("/usr/lib/systemd/system/systemd-networkd.service")
+    guest.enable_unit(root, "/usr/lib/systemd/system/systemd-networkd.service")
     # The guest has no way out: autopkgtest installs from its own repository only.
     (root / "etc/apt/sources.list").write_text("")
     debimage.configure_guest(root)
