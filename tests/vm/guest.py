@@ -2,7 +2,8 @@
 
 Inside the image, ka-stage.service (Type=simple, so that it never holds up the
 boot it waits for) runs /usr/local/sbin/ka-stage on every boot.  ka-stage waits
-for multi-user.target, prints `KA-BOOT seq=N uname=... ` on /dev/ttyS0, bumps
+for multi-user.target and for kexec-auto-boot.service; in a boot that is being
+handed off (shut down for a kexec) it does nothing.  Otherwise it prints `KA-BOOT seq=N uname=... ` on /dev/ttyS0, bumps
 the counter in /var/lib/ka-test/next and sources stage N, which prints
 `KA-RESULT seq=N key=value` lines and ends with an action (`ka_do reboot`,
 `ka_do systemctl kexec`, ...) announced as `KA-ACTION seq=N cmd=...`.
@@ -44,6 +45,19 @@ until [ "$(systemctl is-active multi-user.target)" = active ]; do
     i=$((i + 1)); [ "$i" -gt 1500 ] && break
     sleep 0.2
 done
+# Nothing in the boot waits for kexec-auto-boot.service, which may hand this
+# boot off to another kernel (systemctl --no-block kexec): let it finish, and
+# leave a boot that is being shut down to the next one, stage unused.
+i=0
+while systemctl list-jobs --no-legend 2>/dev/null | grep -q '[[:space:]]kexec-auto-boot\.service[[:space:]]'; do
+    i=$((i + 1)); [ "$i" -gt 1500 ] && break
+    sleep 0.2
+done
+if systemctl list-jobs --no-legend 2>/dev/null | grep -Eq '[[:space:]](kexec|reboot|poweroff|halt)\.target[[:space:]]' ||
+   [ "$(systemctl is-system-running)" = stopping ]; then
+    echo "KA-SKIP the boot is being shut down (hand-off)"
+    exit 0
+fi
 n=$(cat "$dir/next" 2>/dev/null || echo 0)
 . /usr/local/lib/ka-lib.sh
 echo
