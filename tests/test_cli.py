@@ -309,6 +309,18 @@ def test_load_at_shutdown_only_when_rebooting_and_marks(on_machine, monkeypatch)
     assert on_machine.read("/run/kexec-auto/loaded") == f"/boot/vmlinuz-{NEW}\n"
 
 
+def test_load_at_shutdown_says_why_it_loads_nothing_when_systemctl_fails(on_machine, monkeypatch, capsys):
+    fake = FakeRun()
+    monkeypatch.setattr(system, "run", fake)
+    monkeypatch.setattr(system, "queued_jobs", lambda: None)
+    monkeypatch.setattr(system, "jobs_error", "Failed to connect to bus")
+    assert run_cli(on_machine, "load", "--at-shutdown") == 0
+    assert fake.calls == []
+    err = capsys.readouterr().err
+    assert "systemctl list-jobs failed (Failed to connect to bus)" in err
+    assert "goes through the firmware" in err
+
+
 def test_load_at_shutdown_honours_coldreboot_once(on_machine, monkeypatch, capsys):
     # trixie: nothing but kexec-auto reads the flag, so it removes it
     fake = FakeRun()

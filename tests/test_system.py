@@ -165,3 +165,17 @@ def test_unsigned_kernel_cannot_be_booted_under_lockdown_only(root):
     assert problems["6.1.0-10-cloud-amd64"].startswith("not signed: kernel lockdown (integrity")
     root.write("/sys/kernel/security/lockdown", "[none] integrity confidentiality\n")
     assert all(not k.problem for k in system.find_kernels(str(root)))
+
+
+def test_queued_jobs_reads_systemctl_and_tells_a_failure_from_no_jobs(monkeypatch):
+    import subprocess
+    answers = {}
+    monkeypatch.setattr(system.shutil, "which", lambda name, path=None: "/usr/bin/systemctl")
+    monkeypatch.setattr(system, "run", lambda argv: subprocess.CompletedProcess(argv, *answers["reply"]))
+    answers["reply"] = (0, "  118 reboot.target start waiting\n  120 kexec-auto-load.service stop running\n", "")
+    assert system.queued_jobs() == ["reboot.target", "kexec-auto-load.service"]
+    answers["reply"] = (0, "", "")
+    assert system.queued_jobs() == []
+    answers["reply"] = (1, "", "Failed to connect to system scope bus via local transport: No such file or directory\n")
+    assert system.queued_jobs() is None
+    assert system.jobs_error.startswith("Failed to connect to system scope bus")

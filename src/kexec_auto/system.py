@@ -459,13 +459,22 @@ def booting() -> bool:
     return state in ("initializing", "starting")
 
 
-def queued_jobs() -> list[str]:
-    """Units with a queued job (systemctl list-jobs), e.g. 'reboot.target'."""
+def queued_jobs() -> Optional[list[str]]:
+    """Units with a queued job (systemctl list-jobs), e.g. 'reboot.target';
+    None when systemctl cannot tell (its error is then in ``jobs_error``)."""
+    global jobs_error
     systemctl = shutil.which("systemctl", path=SBIN_PATH)
     if not systemctl:
-        return []
+        jobs_error = "systemctl not found"
+        return None
     result = run([systemctl, "list-jobs", "--no-legend", "--plain"])
+    if result.returncode != 0:
+        jobs_error = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        return None
     return [line.split()[1] for line in result.stdout.splitlines() if len(line.split()) > 1]
+
+
+jobs_error = ""
 
 
 # -- the safety net of a trial boot ------------------------------------------
