@@ -35,13 +35,7 @@ def matrix(*layouts: str) -> list[object]:
     return scenarios.in_matrix(wanted, CI_MATRIX, ids=lambda p: f"{p[0]}-{p[1]}")
 
 
-UNITS = ("kexec-auto-boot.service", "kexec-auto-load.service")
-
-CONSOLE_DROPIN = """[Service]
-# kexec-auto tests: show kexec-auto's messages on the serial console too
-StandardOutput=journal+console
-StandardError=journal+console
-"""
+UNITS = guest.KEXEC_AUTO_UNITS
 
 PROBE_UNIT = """[Unit]
 Description=kexec-auto tests: report at shutdown whether a kernel is loaded
@@ -80,9 +74,7 @@ def unsigned_release(newest: str) -> str:
 
 def _install_probes(root: Path) -> None:
     system = root / "etc/systemd/system"
-    for unit in UNITS:
-        (system / f"{unit}.d").mkdir(parents=True, exist_ok=True)
-        (system / f"{unit}.d/ka-test-console.conf").write_text(CONSOLE_DROPIN)
+    guest.show_on_console(root)
     (system / "ka-shutdown-probe.service").write_text(PROBE_UNIT)
     (root / "usr/local/sbin").mkdir(parents=True, exist_ok=True)
     probe = root / "usr/local/sbin/ka-shutdown-probe"

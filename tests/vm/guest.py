@@ -116,6 +116,24 @@ WantedBy=multi-user.target
 """
 
 
+KEXEC_AUTO_UNITS = ("kexec-auto-boot.service", "kexec-auto-load.service")
+
+CONSOLE_DROPIN = """[Service]
+# kexec-auto tests: show kexec-auto's messages on the serial console too
+StandardOutput=journal+console
+StandardError=journal+console
+"""
+
+
+def show_on_console(tree: Path) -> None:
+    """Drop-ins that put kexec-auto's units' messages on the serial console
+    (also for a kexec-auto that the guest installs later)."""
+    for unit in KEXEC_AUTO_UNITS:
+        dropin = tree / f"etc/systemd/system/{unit}.d/ka-test-console.conf"
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        dropin.write_text(CONSOLE_DROPIN)
+
+
 def enable_unit(tree: Path, unit: str) -> None:
     """What `systemctl enable` does for a unit wanted by multi-user.target:
     unit (its absolute path in the guest) linked into the target's wants."""

@@ -129,6 +129,7 @@ def _prepare_smoke(chroot: image.Chroot, base: image.BaseTree) -> dict[str, str]
     chroot.apt_install(f"linux-image-{base.newest}")
     # kexec-auto is not installed: only offered by a local repository for boot 2
     _add_repo(chroot)
+    guest.show_on_console(chroot.root)  # what its shutdown load says, once installed
     return {}
 
 
