@@ -34,8 +34,11 @@ HAND_LINE = "# kept across the upgrade: written by the administrator\n"
 #: /proc/cmdline is the host's, and kexec-auto reuses only this file there
 #: (the words the provider disk of tests/vm boots with).
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 panic=5"
-#: What the VM boot needs in the tree, installed after the upgrade.
-GUEST_PACKAGES = ("openssh-server", "apt-utils")
+#: What the VM boot needs in the tree, installed after the upgrade: sshd
+#: for autopkgtest-virt-ssh, and what autopkgtest uses in the testbed to
+#: install the package under test from a repository of its own (the guest
+#: reaches no archive).
+GUEST_PACKAGES = ("openssh-server", "apt-utils", "dpkg-dev")
 
 _lock = threading.Lock()
 _built: dict[str, "Upgraded"] = {}
