@@ -3,8 +3,9 @@
 Inside the image, ka-stage.service (Type=simple, so that it never holds up the
 boot it waits for) runs /usr/local/sbin/ka-stage on every boot.  ka-stage waits
 for multi-user.target and for kexec-auto-boot.service; in a boot that is being
-handed off (shut down for a kexec) it does nothing.  Otherwise it prints `KA-BOOT seq=N uname=... ` on /dev/ttyS0, bumps
-the counter in /var/lib/ka-test/next and sources stage N, which prints
+handed off (shut down for a kexec) it does nothing.  Otherwise it prints
+`KA-BOOT seq=N uname=... ` on /dev/ttyS0, bumps the counter in
+/var/lib/ka-test/next and sources stage N, which prints
 `KA-RESULT seq=N key=value` lines and ends with an action (`ka_do reboot`,
 `ka_do systemctl kexec`, ...) announced as `KA-ACTION seq=N cmd=...`.
 When no stage N is left it prints KA-END and powers off.
