@@ -642,6 +642,10 @@ SHUTDOWN_HOOK = REPO / "hooks/system-shutdown/kexec-auto"
         ("reboot", False, "1", False),
         ("reboot", True, "0", False),
         ("reboot", True, None, False),
+        # systemd 262 (forky) passes no argument: the marker tells a reboot
+        ("", True, "1", True),
+        ("", False, "1", False),
+        ("", True, "0", False),
     ],
 )
 def test_shutdown_hook_executes_only_what_kexec_auto_loaded_for_a_reboot(box, verb, marker, loaded, executes):
