@@ -312,8 +312,9 @@ def test_load_at_shutdown_only_when_rebooting_and_marks(on_machine, monkeypatch)
 def test_load_at_shutdown_says_why_it_loads_nothing_when_systemctl_fails(on_machine, monkeypatch, capsys):
     fake = FakeRun()
     monkeypatch.setattr(system, "run", fake)
-    monkeypatch.setattr(system, "queued_jobs", lambda: None)
-    monkeypatch.setattr(system, "jobs_error", "Failed to connect to bus")
+    def unknown():
+        raise system.JobsUnknown("Failed to connect to bus")
+    monkeypatch.setattr(system, "queued_jobs", unknown)
     assert run_cli(on_machine, "load", "--at-shutdown") == 0
     assert fake.calls == []
     err = capsys.readouterr().err

@@ -1,3 +1,5 @@
+import pytest
+
 from kexec_auto import system
 from conftest import BZIMAGE
 
@@ -177,5 +179,5 @@ def test_queued_jobs_reads_systemctl_and_tells_a_failure_from_no_jobs(monkeypatc
     answers["reply"] = (0, "", "")
     assert system.queued_jobs() == []
     answers["reply"] = (1, "", "Failed to connect to system scope bus via local transport: No such file or directory\n")
-    assert system.queued_jobs() is None
-    assert system.jobs_error.startswith("Failed to connect to system scope bus")
+    with pytest.raises(system.JobsUnknown, match="^Failed to connect to system scope bus"):
+        system.queued_jobs()

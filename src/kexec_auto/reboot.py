@@ -171,9 +171,10 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial:
     if at_shutdown:
         running = system.kernel_release(root)  # a reboot job is queued: systemd runs this machine
         change_boot_state(root, lambda state: assess.end_trial(state, running))
-        jobs = system.queued_jobs()
-        if jobs is None:
-            log(f"warning: systemctl list-jobs failed ({system.jobs_error}): cannot tell a reboot from "
+        try:
+            jobs = system.queued_jobs()
+        except system.JobsUnknown as error:
+            log(f"warning: systemctl list-jobs failed ({error}): cannot tell a reboot from "
                 "another shutdown; not loading a kernel, so a reboot now goes through the firmware")
             return 0
         if not {"reboot.target", "kexec.target"} & set(jobs):

@@ -459,22 +459,20 @@ def booting() -> bool:
     return state in ("initializing", "starting")
 
 
-def queued_jobs() -> Optional[list[str]]:
-    """Units with a queued job (systemctl list-jobs), e.g. 'reboot.target';
-    None when systemctl cannot tell (its error is then in ``jobs_error``)."""
-    global jobs_error
+class JobsUnknown(OSError):
+    """systemctl could not list the queued jobs; str() is its error."""
+
+
+def queued_jobs() -> list[str]:
+    """Units with a queued job (systemctl list-jobs), e.g. 'reboot.target'.
+    Raises JobsUnknown when systemctl cannot tell."""
     systemctl = shutil.which("systemctl", path=SBIN_PATH)
     if not systemctl:
-        jobs_error = "systemctl not found"
-        return None
+        raise JobsUnknown("systemctl not found")
     result = run([systemctl, "list-jobs", "--no-legend", "--plain"])
     if result.returncode != 0:
-        jobs_error = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        return None
+        raise JobsUnknown((result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1])
     return [line.split()[1] for line in result.stdout.splitlines() if len(line.split()) > 1]
-
-
-jobs_error = ""
 
 
 # -- the safety net of a trial boot ------------------------------------------
