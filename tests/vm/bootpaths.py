@@ -20,11 +20,12 @@ from pathlib import Path
 from . import guest, image, scenarios
 from .scenarios import ASSESS_LIB, Built, _add_repo, _build
 
-#: The combinations CI boots: legacy BIOS, and UEFI as Secure Boot has it
-#: (OVMF, shim, signed GRUB, efivars after every kexec), to fit in CI's hour.
-#: KEXEC_AUTO_TEST_MATRIX=full boots every one, plain UEFI (with the
-#: hand-off at power-on) on both releases included.
-CI_MATRIX = (("bookworm", "bios"), ("bookworm", "secureboot"))
+#: The combinations CI boots: legacy BIOS on bookworm, plain UEFI (OVMF,
+#: GRUB EFI, efivars after every kexec) on trixie, and Secure Boot (shim,
+#: signed GRUB and kernels, lockdown) on both.  KEXEC_AUTO_TEST_MATRIX=full
+#: boots every one, the hand-off at power-on on plain UEFI on both releases
+#: included.
+CI_MATRIX = (("bookworm", "bios"), ("bookworm", "secureboot"), ("trixie", "uefi"), ("trixie", "secureboot"))
 FULL_MATRIX = tuple((suite, layout) for layout in ("bios", "uefi", "secureboot") for suite in scenarios.SUITES)
 
 
