@@ -32,3 +32,14 @@ def test_spans_and_phases_of_a_kexec_and_a_firmware_reboot(tmp_path: Path):
             firmware.kernel_up, firmware.load) == ("firmware", 17.0, 39.0, 6.0, 11.0, 22.0, 0.5)
     table = bench_reboot.summary([kexec, firmware])
     assert table["kexec"]["to_kernel"]["median"] == 7.0 and table["firmware"]["runs"] == 1
+
+
+def test_the_loads_stop_lines_are_marked_as_systemd_prints_them_on_a_serial_console():
+    # bookworm's systemd 252 on ttyS0: coloured, cut to 80 columns
+    seen = [
+        "         Stopping \x1b[0;1;39mkexec-auto-load.s…lled kernel for kexec at reboot...",
+        "[\x1b[0;32m  OK  \x1b[0m] Stopped \x1b[0;1;39mkexec-auto-load.se…talled kernel for kexec at reboot.",
+        "[\x1b[0;32m  OK  \x1b[0m] Stopped \x1b[0;1;39mkexec-auto-boot.se…l and refresh the kexec selection.",
+    ]
+    marks = [m.group(0) for m in map(guest.MARKS.search, seen) if m]
+    assert [m.split()[0] for m in marks] == [bench_reboot.LOAD_START, bench_reboot.LOAD_END]

@@ -203,7 +203,9 @@ LINE = re.compile(r"(KA-[A-Z-]+) seq=(\d+)(?: (.*))?$")
 #: reboot goes through firmware, boot loader and kernel.
 MARKS = re.compile(r"Linux version \S+|reboot: Restarting system|reboot: Power down"
                    r"|kexec_core: Starting new kernel|Booting `[^']*'|Welcome to GRUB|BdsDxe: \S+ \S+"
-                   r"|Stopp(?:ing|ed) (?:kexec-auto-load\.service - )?Load the newest installed kernel")
+                   # systemd's console status: coloured, and cut to the
+                   # console's width ("kexec-auto-load.s…lled kernel ...")
+                   r"|Stopp(?:ing|ed) (?:\x1b\[[0-9;]*m)?(?:kexec-auto-load\.s|Load the newest installed kernel)")
 
 
 def qemu_command(disk: Path, kernel: Path | None, initrd: Path | None, log: Path,
