@@ -314,8 +314,10 @@ def test_fail_trial_after_the_deadline_says_what_the_boot_waits_for(machine, mon
     assert image(machine) == f"/boot/vmlinuz-{OLD}"
 
 
-def test_a_trial_that_succeeds_leaves_no_safety_net(machine, capsys):
+def test_a_trial_that_succeeds_leaves_no_safety_net(machine, capsys, monkeypatch):
     r = str(machine)
+    settles = []
+    monkeypatch.setattr(system, "udev_settle", settles.append)
     cli.main(["load", "--at-shutdown", "--root", r])
     kexec_boots(machine, NEW)
     machine.write("/proc/sys/kernel/panic", "10\n")
@@ -324,6 +326,8 @@ def test_a_trial_that_succeeds_leaves_no_safety_net(machine, capsys):
     assert cli.main(["watchdog-trial", "--root", r]) == 0
     fake = machine.fake_run
     assert fake.ending("modprobe") == [["softdog"]]
+    # no watchdog device: udev gets up to 5 s to load a hardware watchdog's driver
+    assert settles == [5]
     dropin = "/run/systemd/system.conf.d/50-kexec-auto-trial.conf"
     assert "RuntimeWatchdogSec=60\n" in machine.read(dropin)
     assert fake.ending("systemctl")[-1] == ["daemon-reload"] and fake.watchdog == "1min"
@@ -346,13 +350,17 @@ def test_a_trial_that_succeeds_leaves_no_safety_net(machine, capsys):
     assert fake.calls == []
 
 
-def test_the_trial_watchdog_prefers_hardware_and_keeps_the_administrators(machine):
+def test_the_trial_watchdog_prefers_hardware_and_keeps_the_administrators(machine, monkeypatch):
     r = str(machine)
+    settles = []
+    monkeypatch.setattr(system, "udev_settle", settles.append)
     cli.main(["load", "--at-shutdown", "--root", r])
     kexec_boots(machine, NEW)
     machine.write("/sys/class/watchdog/watchdog0/identity", "i6300ESB timer\n")
     assert cli.main(["watchdog-trial", "--root", r]) == 0
     assert machine.fake_run.ending("modprobe") == []
+    # the device is there: no waiting for udev
+    assert settles == []
     assert machine.fake_run.watchdog == "1min"
     assert machine.read("/run/kexec-auto/trial-watchdog") == "-\n"
     # systemd's RuntimeWatchdogSec set by the administrator stays.

@@ -237,6 +237,23 @@ def test_unit_orders_the_shutdown_load_as_the_contract_says():
     assert "debian/kexec-auto-load.service lib/systemd/system" in (DEBIAN / "kexec-auto.install").read_text()
 
 
+def test_trial_watchdog_unit_holds_up_no_boot_target():
+    unit = (DEBIAN / "kexec-auto-trial-watchdog.service").read_text()
+    lines = [line for line in unit.splitlines() if not line.startswith("#")]
+    for line in (
+        "DefaultDependencies=no",
+        "After=systemd-udev-trigger.service systemd-modules-load.service",
+        # kexec-auto's boot assessment (and what a test hangs after it) waits, nothing else
+        "Before=kexec-auto-boot.service shutdown.target",
+        "Conflicts=shutdown.target",
+        "ConditionKernelCommandLine=kexec_auto.trial",
+        "ExecStart=/usr/bin/kexec-auto watchdog-trial",
+    ):
+        assert line in lines, line
+    before = [line for line in lines if line.startswith(("Before=", "RequiredBy=", "WantedBy="))]
+    assert before == ["Before=kexec-auto-boot.service shutdown.target"], before
+
+
 def test_boot_unit_runs_early_but_holds_up_nothing():
     unit = (DEBIAN / "kexec-auto-boot.service").read_text()
     lines = {line for line in unit.splitlines() if not line.startswith("#")}

@@ -59,7 +59,8 @@ def arm_watchdog(root: str, log: Log, settle: int = 5) -> int:
     if before != "0":
         log(f"systemd's runtime watchdog is already set ({before}); kept for this trial boot")
         return 0
-    system.udev_settle(settle)  # let udev load the driver of a hardware watchdog first
+    if not system.watchdog_devices(root):
+        system.udev_settle(settle)  # let udev load the driver of a hardware watchdog first
     loaded_softdog = False
     if not system.watchdog_devices(root):
         error = system.modprobe(SOFTDOG)
