@@ -128,12 +128,14 @@ def _report(layout: str) -> str:
 
 
 #: how long kexec-auto's units and Python take in this boot (TCG)
-MEASURE = r"""ka_run chain systemd-analyze critical-chain multi-user.target
+MEASURE = r"""systemctl is-system-running --wait >/dev/null 2>&1
+ka_run chain systemd-analyze critical-chain multi-user.target
 ka_run blame sh -c 'systemd-analyze blame | head -n 25'
 for u in kexec-auto-boot.service kexec-auto-load.service; do
     ka_result "times.$u" "$(systemctl show -P ActiveEnterTimestampMonotonic -P InactiveExitTimestampMonotonic -P ExecMainStartTimestampMonotonic -P ExecMainExitTimestampMonotonic "$u" | tr '\n' ' ')"
 done
 ka_result times.multi-user "$(systemctl show -P ActiveEnterTimestampMonotonic multi-user.target)"
+ka_run watchdog_unit journalctl -b --no-pager -o short-monotonic -u kexec-auto-trial-watchdog.service
 ka_run py_start bash -c 'time python3 -c pass'
 ka_run ka_status bash -c 'time kexec-auto status >/dev/null'
 ka_run ka_boot bash -c 'time kexec-auto boot'
@@ -146,8 +148,8 @@ def _path_stages(layout: str):
         out = [
             # 0: firmware + GRUB -> the provider kernel (qemu run 0)
             report + MEASURE + "ka_do reboot\n",
-            # 1: the newest, through kexec
-            report + "ka_do reboot\n",
+            # 1: the newest, through kexec: a trial boot
+            report + MEASURE + "ka_do reboot\n",
             # 2: the newest again, kexec'd from a kexec'd kernel
             report + "ka_do coldreboot\n",
             # 3: firmware + GRUB again (qemu run 1): the provider kernel

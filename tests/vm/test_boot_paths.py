@@ -118,13 +118,21 @@ def test_efi_runtime_services_survive_every_kexec(vm_runs, bootpath):
 def test_no_kexec_auto_unit_on_the_critical_chain_to_multi_user(vm_runs, bootpath):
     built, chain = get(vm_runs, bootpath)
     with step(chain, name(bootpath), "path-critical-chain"):
-        first = chain.boot(0)
-        assert first.results.get("chain.rc") == "0", first.results
-        assert "kexec-auto" not in first.results.get("chain.out", ""), first.results["chain.out"]
-        # the figures, for `pytest -rP`
-        for key in ("chain.out", "blame.out", "times.kexec-auto-boot.service", "times.kexec-auto-load.service",
-                    "times.multi-user", "py_start.out", "ka_status.out", "ka_boot.out"):
-            print(f"{key}: {first.results.get(key, '').replace('|', chr(10) + '    ')}")
+        # boot 0 is a firmware boot; boot 1 a kexec'd trial boot, where the
+        # trial's safety net (watchdog, deadline) is active
+        for seq in (0, 1):
+            boot = chain.boot(seq)
+            assert ("kexec_auto.trial=" in boot.results.get("cmdline", "")) == (seq == 1), (seq, boot.results)
+            assert boot.results.get("chain.rc") == "0", (seq, boot.results)
+            assert "kexec-auto" not in boot.results.get("chain.out", ""), (seq, boot.results["chain.out"])
+            if seq == 1:  # the trial's watchdog was armed all the same
+                assert "watchdog armed for" in boot.results.get("watchdog_unit.out", ""), boot.results
+            # the figures, for `pytest -rP`
+            print(f"--- boot {seq} ({boot.uname})")
+            for key in ("chain.out", "blame.out", "times.kexec-auto-boot.service", "times.kexec-auto-load.service",
+                        "times.multi-user", "watchdog_unit.out", "py_start.out",
+                        "ka_status.out", "ka_boot.out"):
+                print(f"{key}: {boot.results.get(key, '').replace('|', chr(10) + '    ')}")
 
 
 @paths("secureboot")
