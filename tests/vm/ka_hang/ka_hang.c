@@ -10,6 +10,7 @@
  *
  * Test code only: never load this on a machine you care about.
  */
+#include <linux/delay.h>
 #include <linux/init.h>
 #include <linux/irqflags.h>
 #include <linux/module.h>
@@ -23,6 +24,12 @@ MODULE_PARM_DESC(irqs_off, "1: spin with interrupts off (hard lockup), 0: with p
 static int __init ka_hang_init(void)
 {
 	pr_emerg("ka_hang: hanging this CPU with %s\n", irqs_off ? "interrupts off" : "preemption off");
+	/*
+	 * Let the line reach the serial console first: when another task
+	 * holds the console (systemd writing its boot status there), printk
+	 * leaves the printing to it, and that task never runs again.
+	 */
+	msleep(2000);
 	if (irqs_off)
 		local_irq_disable();
 	else
