@@ -59,10 +59,12 @@ def arm_watchdog(root: str, log: Log, settle: int = 5) -> int:
     if before != "0":
         log(f"systemd's runtime watchdog is already set ({before}); kept for this trial boot")
         return 0
-    if not system.watchdog_devices(root):
+    devices = system.watchdog_devices(root)
+    if not devices:
         system.udev_settle(settle)  # let udev load the driver of a hardware watchdog first
+        devices = system.watchdog_devices(root)
     loaded_softdog = False
-    if not system.watchdog_devices(root):
+    if not devices:
         error = system.modprobe(SOFTDOG)
         if error:
             log(f"warning: no watchdog device and softdog cannot be loaded ({error}); "
