@@ -17,13 +17,18 @@ Everything is timed on the host from the serial console (the moment a line
 arrives; qemu writes it at once), from the guest's `reboot`:
 
   to kernel  the next kernel's first line ("Linux version"): the part kexec replaces
-  to up      the next boot's multi-user.target (the guest polls every 0.2 s)
+  to up      the next boot's multi-user.target (systemd's "Reached target
+             multi-user.target" on the console; kexec-auto's own units at boot
+             are not waited for, as nothing of the boot waits for them)
 
 and split into phases: shutdown (to "kexec_core: Starting new kernel", or to
 the reset: qemu's exit), firmware + boot loader (to the kernel's first line;
 for a reset this includes starting qemu again), kernel + userspace (to
 multi-user).  "load" is kexec-auto's own shutdown work: from systemd's
 "Stopping" to "Stopped" of kexec-auto-load.service.  TCG, -smp 1, -m 1536.
+
+Every chain's serial log and timeline are kept (--logs, by default
+./test-artifacts/): the kernels' own timestamps are in them.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ else:
     from . import guest, image, scenarios
 
 LOAD_START, LOAD_END = "Stopping", "Stopped"
+MULTI_USER = "Reached target"
 
 
 @dataclass
@@ -92,14 +98,16 @@ def samples(chain: guest.Chain, newest: str) -> list[Sample]:
         kind = "firmware" if after.qemu_run != before.qemu_run else "kexec"
         if after.uname != newest:
             raise SystemExit(f"{before.action!r} landed in {after.uname}, not {newest}")
-        t0, up = before.action_at, after.seen_at
-        kernel = _first(chain.marks, t0, up, f"Linux version {newest}")
+        t0 = before.action_at
+        kernel = _first(chain.marks, t0, after.seen_at, f"Linux version {newest}")
+        up = _first(chain.marks, kernel or t0, after.seen_at, MULTI_USER)
         if kind == "kexec":
             handover = _first(chain.marks, t0, up, "kexec_core: Starting new kernel")
         else:
             handover = exits.get(before.qemu_run)
-        if kernel is None or handover is None:
-            raise SystemExit(f"boot {after.seq}: serial marks missing (kernel {kernel}, handover {handover})")
+        if kernel is None or handover is None or up is None:
+            raise SystemExit(f"boot {after.seq}: serial marks missing "
+                             f"(kernel {kernel}, handover {handover}, multi-user {up})")
         stopping = _first(chain.marks, t0, handover, LOAD_START)
         stopped = _first(chain.marks, t0, handover, LOAD_END)
         load = stopped - stopping if stopping is not None and stopped is not None else None
@@ -107,7 +115,7 @@ def samples(chain: guest.Chain, newest: str) -> list[Sample]:
     return out
 
 
-def measure(suite: str, layout: str, grub_timeout: int, runs: int) -> list[Sample]:
+def measure(suite: str, layout: str, grub_timeout: int, runs: int, logs: Path) -> list[Sample]:
     built, kernels = build(suite, layout, grub_timeout, runs)
     newest = built.base.newest
     log = built.disk.parent / "bench.serial.log"
@@ -115,9 +123,11 @@ def measure(suite: str, layout: str, grub_timeout: int, runs: int) -> list[Sampl
     chain = guest.run_chain(built.disk, kernels / f"vmlinuz-{newest}", kernels / f"initrd.img-{newest}", log,
                             layout=layout, vars_file=vars_file, boot_timeout=600,
                             total_timeout=600 + 300 * runs, max_qemu_runs=runs + 2)
+    logs.mkdir(parents=True, exist_ok=True)
+    kept = logs / f"bench-{suite}-{layout}-t{grub_timeout}.serial.log"
+    shutil.copy2(log, kept)
+    shutil.copy2(log.with_suffix(".times.json"), kept.with_suffix(".times.json"))
     if chain.error or not chain.ended:
-        kept = Path.cwd() / f"bench-{suite}-{layout}-t{grub_timeout}.serial.log"
-        shutil.copy2(log, kept)
         raise SystemExit(f"{suite} {layout}: chain failed: {chain.error}; serial log: {kept}")
     return samples(chain, newest)
 
@@ -154,12 +164,14 @@ def main() -> int:
     parser.add_argument("--grub-timeout", action="append", type=int)
     parser.add_argument("--runs", type=int, default=5, help="kexec and firmware reboots each (default 5)")
     parser.add_argument("--json", type=Path, help="also write every sample and median there")
+    parser.add_argument("--logs", type=Path, default=scenarios.ARTIFACTS,
+                        help="where to keep each chain's serial log (default: %(default)s)")
     args = parser.parse_args()
     results = []
     for suite in args.suite or ["bookworm"]:
         for layout in args.layout or ["uefi"]:
             for timeout in (args.grub_timeout or [5]) if layout != "provider" else [0]:
-                found = measure(suite, layout, timeout, args.runs)
+                found = measure(suite, layout, timeout, args.runs, args.logs)
                 results.append({"suite": suite, "layout": layout,
                                 "grub_timeout": timeout if layout != "provider" else None,
                                 "summary": summary(found), "samples": [s.__dict__ for s in found]})

@@ -205,7 +205,8 @@ MARKS = re.compile(r"Linux version \S+|reboot: Restarting system|reboot: Power d
                    r"|kexec_core: Starting new kernel|Booting `[^']*'|Welcome to GRUB|BdsDxe: \S+ \S+"
                    # systemd's console status: coloured, and cut to the
                    # console's width ("kexec-auto-load.s…lled kernel ...")
-                   r"|Stopp(?:ing|ed) (?:\x1b\[[0-9;]*m)?(?:kexec-auto-load\.s|Load the newest installed kernel)")
+                   r"|Stopp(?:ing|ed) (?:\x1b\[[0-9;]*m)?(?:kexec-auto-load\.s|Load the newest installed kernel)"
+                   r"|Reached target (?:\x1b\[[0-9;]*m)?multi-user\.target")
 
 
 def qemu_command(disk: Path, kernel: Path | None, initrd: Path | None, log: Path,
