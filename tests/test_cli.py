@@ -241,6 +241,9 @@ def test_load_runs_kexec_with_the_file_values(on_machine, monkeypatch, capsys):
     assert fake.calls == [["/sbin/kexec", "-l", f"/boot/vmlinuz-{NEW}", f"--initrd=/boot/initrd.img-{NEW}",
                            "--append=root=/dev/vda ro console=ttyS0"]]
     assert not on_machine.exists("/run/kexec-auto/loaded")
+    # kexec-tools picks the system call of a plain -l (kexec_file_load first
+    # from 2.0.28 on): the message claims none
+    assert capsys.readouterr().err == f"kexec-auto: loaded /boot/vmlinuz-{NEW} for the next reboot\n"
 
 
 def test_load_without_load_kexec_line_on_trixie(on_machine, monkeypatch):
@@ -264,12 +267,13 @@ def test_load_refuses_load_kexec_false(on_machine, monkeypatch, capsys):
     assert "does not name a kernel to load (LOAD_KEXEC='false')" in capsys.readouterr().err
 
 
-def test_load_uses_kexec_file_load_under_lockdown(on_machine, monkeypatch):
+def test_load_uses_kexec_file_load_under_lockdown(on_machine, monkeypatch, capsys):
     fake = FakeRun()
     monkeypatch.setattr(system, "run", fake)
     on_machine.write("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
     assert run_cli(on_machine, "load") == 0
     assert fake.calls[0][:3] == ["/sbin/kexec", "-s", "-l"]
+    assert capsys.readouterr().err.endswith(" for the next reboot with kexec_file_load\n")
 
 
 def test_load_reports_kexec_refusal(on_machine, monkeypatch, capsys):

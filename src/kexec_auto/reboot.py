@@ -264,8 +264,10 @@ def load_kernel(root: str, image: str, initrd: str, append: str, log: Log, for_t
         why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         log(f"error: kexec refused to load {image}: {why}")
         return why
-    call = "kexec_file_load" if "-s" in argv else "kexec_load"
-    log(f"loaded {image} for the next reboot with {call}" + (" (trial boot)" if for_trial else ""))
+    # Only -s names the system call: a plain "kexec -l" is kexec_load with
+    # bookworm's kexec-tools, and kexec_file_load first from 2.0.28 (trixie) on.
+    call = " with kexec_file_load" if "-s" in argv else ""
+    log(f"loaded {image} for the next reboot{call}" + (" (trial boot)" if for_trial else ""))
     return None
 
 
