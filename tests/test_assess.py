@@ -447,7 +447,7 @@ def test_handoff_at_boot(machine, capsys):
     machine.config("HANDOFF=true\n")
     assert cli.main(["boot", "--root", r]) == 0
     calls = machine.fake_run.calls
-    assert calls[0][:3] == ["/sbin/kexec", "-l", f"/boot/vmlinuz-{NEW}"]
+    assert calls[0][:5] == ["/sbin/kexec", "-c", "-i", "-l", f"/boot/vmlinuz-{NEW}"]
     assert calls[0][-1] == "--append=root=/dev/vda ro console=ttyS0 kexec_auto.trial=300 panic=10"
     assert calls[1] == ["systemctl", "--no-block", "kexec"]
     assert boot_state(machine).trying == NEW
@@ -491,7 +491,7 @@ def test_handoff_after_a_failed_trial_goes_to_the_next_newest_not_back(machine, 
     err = capsys.readouterr().err
     assert "failed trial 1 of 2" in err
     assert f"handing off from {PROVIDER} to {OLD} through kexec" in err
-    assert machine.fake_run.calls[0][:3] == ["/sbin/kexec", "-l", f"/boot/vmlinuz-{OLD}"]
+    assert machine.fake_run.calls[0][:5] == ["/sbin/kexec", "-c", "-i", "-l", f"/boot/vmlinuz-{OLD}"]
     assert boot_state(machine).trying == OLD
     # /etc/default/kexec still names NEW: the next reboot tries it once more.
     assert image(machine) == f"/boot/vmlinuz-{NEW}"
@@ -534,7 +534,7 @@ def test_no_handoff_out_of_a_kernel_booted_through_kexec(machine, capsys):
     assert cli.main(["boot", "--root", r]) == 0
     assert cli.main(["bless", "--root", r]) == 0
     assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
-    assert machine.fake_run.named("/sbin/kexec")[-1][:3] == ["/sbin/kexec", "-l", f"/boot/vmlinuz-{NEW}"]
+    assert machine.fake_run.named("/sbin/kexec")[-1][:5] == ["/sbin/kexec", "-c", "-i", "-l", f"/boot/vmlinuz-{NEW}"]
     kexec_boots(machine, NEW)
     booted_through_kexec(machine)
     capsys.readouterr()
@@ -564,7 +564,7 @@ def test_the_trial_is_of_the_release_loaded_through_a_link_such_as_vmlinuz(machi
     machine.file("/vmlinuz").symlink_to(f"boot/vmlinuz-{NEW}")
     machine.write("/etc/default/kexec.d/50-debian-default", "KERNEL_IMAGE=/vmlinuz\n")
     assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
-    assert machine.fake_run.calls[-1][:3] == ["/sbin/kexec", "-l", "/vmlinuz"]
+    assert machine.fake_run.calls[-1][:5] == ["/sbin/kexec", "-c", "-i", "-l", "/vmlinuz"]
     assert boot_state(machine).trying == NEW
     # It came up and became healthy: NEW is good, nothing called "vmlinuz" is marked.
     machine.running(NEW)

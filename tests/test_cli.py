@@ -238,12 +238,12 @@ def test_load_runs_kexec_with_the_file_values(on_machine, monkeypatch, capsys):
     fake = FakeRun()
     monkeypatch.setattr(system, "run", fake)
     assert run_cli(on_machine, "load") == 0
-    assert fake.calls == [["/sbin/kexec", "-l", f"/boot/vmlinuz-{NEW}", f"--initrd=/boot/initrd.img-{NEW}",
-                           "--append=root=/dev/vda ro console=ttyS0"]]
+    # kexec_load, named (a plain -l is kexec_file_load first from kexec-tools
+    # 2.0.28 on), without the digest that purgatory would check
+    assert fake.calls == [["/sbin/kexec", "-c", "-i", "-l", f"/boot/vmlinuz-{NEW}",
+                           f"--initrd=/boot/initrd.img-{NEW}", "--append=root=/dev/vda ro console=ttyS0"]]
     assert not on_machine.exists("/run/kexec-auto/loaded")
-    # kexec-tools picks the system call of a plain -l (kexec_file_load first
-    # from 2.0.28 on): the message claims none
-    assert capsys.readouterr().err == f"kexec-auto: loaded /boot/vmlinuz-{NEW} for the next reboot\n"
+    assert capsys.readouterr().err == f"kexec-auto: loaded /boot/vmlinuz-{NEW} for the next reboot with kexec_load\n"
 
 
 def test_load_without_load_kexec_line_on_trixie(on_machine, monkeypatch):
@@ -253,7 +253,7 @@ def test_load_without_load_kexec_line_on_trixie(on_machine, monkeypatch):
     run_cli(on_machine, "update")
     assert "LOAD_KEXEC" not in on_machine.read("/etc/default/kexec")
     assert run_cli(on_machine, "load") == 0
-    assert fake.calls[0][:3] == ["/sbin/kexec", "-l", f"/boot/vmlinuz-{NEW}"]
+    assert fake.calls[0][:5] == ["/sbin/kexec", "-c", "-i", "-l", f"/boot/vmlinuz-{NEW}"]
 
 
 def test_load_refuses_load_kexec_false(on_machine, monkeypatch, capsys):
@@ -267,20 +267,42 @@ def test_load_refuses_load_kexec_false(on_machine, monkeypatch, capsys):
     assert "does not name a kernel to load (LOAD_KEXEC='false')" in capsys.readouterr().err
 
 
-def test_load_uses_kexec_file_load_under_lockdown(on_machine, monkeypatch, capsys):
+def test_load_uses_only_kexec_file_load_under_lockdown(on_machine, monkeypatch, capsys):
     fake = FakeRun()
     monkeypatch.setattr(system, "run", fake)
     on_machine.write("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
     assert run_cli(on_machine, "load") == 0
-    assert fake.calls[0][:3] == ["/sbin/kexec", "-s", "-l"]
+    assert fake.calls[0][:3] == ["/sbin/kexec", "-s", "-l"] and len(fake.calls) == 1
     assert capsys.readouterr().err.endswith(" for the next reboot with kexec_file_load\n")
+
+
+class RefuseKexecLoad(FakeRun):
+    """kexec_load refused (as an IMA policy that appraises kernels does), kexec_file_load allowed."""
+
+    def __call__(self, argv):
+        super().__call__(argv)
+        if "-c" in argv:
+            return subprocess.CompletedProcess(argv, 255, "", "kexec_load failed: Permission denied\n")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+def test_load_falls_back_to_kexec_file_load_when_kexec_load_is_refused(on_machine, monkeypatch, capsys):
+    fake = RefuseKexecLoad()
+    monkeypatch.setattr(system, "run", fake)
+    assert run_cli(on_machine, "load") == 0
+    assert [call[1] for call in fake.calls] == ["-c", "-s"]
+    assert fake.calls[1][2:4] == ["-l", f"/boot/vmlinuz-{NEW}"]
+    assert capsys.readouterr().err == (
+        f"kexec-auto: loaded /boot/vmlinuz-{NEW} for the next reboot with kexec_file_load "
+        "(kexec_load: kexec_load failed: Permission denied)\n")
 
 
 def test_load_reports_kexec_refusal(on_machine, monkeypatch, capsys):
     monkeypatch.setattr(system, "run", FakeRun(255, "kexec_load failed: Operation not permitted\n"))
     assert run_cli(on_machine, "load") == 1
     assert capsys.readouterr().err == (
-        f"kexec-auto: error: kexec refused to load /boot/vmlinuz-{NEW}: kexec_load failed: Operation not permitted\n")
+        f"kexec-auto: error: kexec refused to load /boot/vmlinuz-{NEW}: kexec_load: kexec_load failed: "
+        "Operation not permitted; kexec_file_load: kexec_load failed: Operation not permitted\n")
 
 
 def test_load_without_kexec_is_clear_error(on_machine, monkeypatch, capsys):
@@ -363,6 +385,7 @@ def test_failed_load_at_shutdown_is_reported_by_the_next_boot(on_machine, monkey
     fake = FakeRun(returncode=1, stderr="kexec_file_load failed: Key was rejected by service\n")
     monkeypatch.setattr(system, "run", fake)
     monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    on_machine.write("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
     assert run_cli(on_machine, "load", "--at-shutdown") == 1
     assert not on_machine.exists("/run/kexec-auto/loaded")
     assert "Key was rejected" in capsys.readouterr().err
@@ -374,7 +397,7 @@ def test_failed_load_at_shutdown_is_reported_by_the_next_boot(on_machine, monkey
     assert not on_machine.exists("/var/lib/kexec-auto/load-failed")
     assert run_cli(on_machine, "status", "--json") in (0, 3)
     status = json.loads(capsys.readouterr().out)
-    assert any("at shutdown failed (kexec_file_load failed: Key was rejected by service)" in e
+    assert any("at shutdown failed (kexec_file_load: kexec_file_load failed: Key was rejected by service)" in e
                for e in status["boot_events"]), status
 
 

@@ -5,7 +5,7 @@ hand-off after power-on."""
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 from . import assess, files, lastboot, lock, safetynet, system, trial
 from .app import (DEFAULT_KEXEC, Log, arm, change_boot_state, load_config, make_plan, now, read_boot_state,
@@ -241,9 +241,38 @@ def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial:
     return status
 
 
+#: kexec's options per system call, in the order they are tried.
+#: kexec_load (-c) goes without the digest (-i): kexec-tools then neither
+#: hashes kernel and initrd while loading nor has purgatory check that hash
+#: before starting the kernel, two passes over tens of megabytes that cost
+#: a reboot a tenth of a second natively and seconds on an emulated CPU.  The
+#: check guards only the moment between the load at shutdown and the kexec,
+#: and a mismatch stops the machine in purgatory for good, with no watchdog
+#: left to reset it; without it a damaged kernel fails to boot, which the
+#: trial's safety net and the firmware recover from.  kexec_file_load (-s)
+#: always hashes, in the kernel, and is the only call kernel lockdown (Secure
+#: Boot) allows.  Both are named: a plain "kexec -l" is kexec_load with
+#: bookworm's kexec-tools but kexec_file_load first from 2.0.28 (trixie) on.
+KEXEC_LOAD = ("kexec_load", ("-c", "-i"))
+KEXEC_FILE_LOAD = ("kexec_file_load", ("-s",))
+
+
+def kexec_calls(lockdown: Optional[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """The system calls to load a kernel with, in order: kexec_load, then
+    kexec_file_load should it be refused (an IMA policy that appraises
+    kernels refuses kexec_load too); under lockdown kexec_file_load only.
+
+    >>> [call for call, _ in kexec_calls("none")], [call for call, _ in kexec_calls("integrity")]
+    (['kexec_load', 'kexec_file_load'], ['kexec_file_load'])
+    """
+    if lockdown not in (None, "none"):
+        return [KEXEC_FILE_LOAD]
+    return [KEXEC_LOAD, KEXEC_FILE_LOAD]
+
+
 def load_kernel(root: str, image: str, initrd: str, append: str, log: Log, for_trial: bool = False,
                 deadline: Optional[int] = None) -> Optional[str]:
-    """kexec -l (or -s under lockdown) one kernel; for a trial boot the
+    """Load one kernel with kexec (see kexec_calls); for a trial boot the
     command line gets the trial words.  None on success, else why not."""
     kexec = system.kexec_binary()
     if kexec is None:
@@ -258,29 +287,33 @@ def load_kernel(root: str, image: str, initrd: str, append: str, log: Log, for_t
                 f"the kernel accepts ({max_length()}); not loading {image}: shorten CMDLINE or EXTRA_CMDLINE")
             return "command line too long"
     values = {"KERNEL_IMAGE": image, "INITRD": initrd, "APPEND": append}
-    argv = kexec_argv(kexec, values, system.lockdown_mode(root), system.current_cmdline(root)[0])
-    result = system.run(argv)
-    if result.returncode != 0:
+    cmdline = system.current_cmdline(root)[0]
+    refusals = []
+    for call, options in kexec_calls(system.lockdown_mode(root)):
+        result = system.run(kexec_argv(kexec, values, options, cmdline))
+        if result.returncode == 0:
+            break
         why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        refusals.append(f"{call}: {why}")
+    else:
+        why = "; ".join(refusals)
         log(f"error: kexec refused to load {image}: {why}")
         return why
-    # Only -s names the system call: a plain "kexec -l" is kexec_load with
-    # bookworm's kexec-tools, and kexec_file_load first from 2.0.28 (trixie) on.
-    call = " with kexec_file_load" if "-s" in argv else ""
-    log(f"loaded {image} for the next reboot{call}" + (" (trial boot)" if for_trial else ""))
+    refused = f" ({refusals[0]})" if refusals else ""
+    log(f"loaded {image} for the next reboot with {call}{refused}" + (" (trial boot)" if for_trial else ""))
     return None
 
 
-def kexec_argv(kexec: str, values: dict[str, str], lockdown: Optional[str], cmdline: str) -> list[str]:
-    """The kexec command line; kexec_file_load (-s) under lockdown, where
-    kexec_load is refused.  An empty APPEND reuses ``cmdline`` (the running
-    one) without the boot loader's words, never with them.
+def kexec_argv(kexec: str, values: dict[str, str], options: Sequence[str], cmdline: str) -> list[str]:
+    """The kexec command line that loads KERNEL_IMAGE with options (a
+    system call's, see kexec_calls).  An empty APPEND reuses ``cmdline``
+    (the running one) without the boot loader's words, never with them.
 
     >>> kexec_argv("/sbin/kexec", {"KERNEL_IMAGE": "/boot/vmlinuz-6.1", "INITRD": "/boot/initrd.img-6.1",
-    ...            "APPEND": "root=/dev/vda"}, "integrity", "")
+    ...            "APPEND": "root=/dev/vda"}, ["-s"], "")
     ['/sbin/kexec', '-s', '-l', '/boot/vmlinuz-6.1', '--initrd=/boot/initrd.img-6.1', '--append=root=/dev/vda']
     """
-    argv = [kexec] + (["-s"] if lockdown not in (None, "none") else []) + ["-l", values["KERNEL_IMAGE"]]
+    argv = [kexec, *options, "-l", values["KERNEL_IMAGE"]]
     if values.get("INITRD"):
         argv.append(f"--initrd={values['INITRD']}")
     argv.append(f"--append={values.get('APPEND') or clean_cmdline(cmdline)}")
