@@ -193,8 +193,9 @@ def main() -> int:
                                 "grub_timeout": timeout if layout != "provider" else None,
                                 "summary": summary(found), "samples": [s.__dict__ for s in found]})
                 print_table(results[-1])
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+                sys.stdout.flush()
+                if args.json:  # after every configuration: a later failure loses nothing
+                    args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 
