@@ -288,7 +288,7 @@ def load_kernel(root: str, image: str, initrd: str, append: str, log: Log, for_t
             return "command line too long"
     values = {"KERNEL_IMAGE": image, "INITRD": initrd, "APPEND": append}
     cmdline = system.current_cmdline(root)[0]
-    refusals = []
+    refusals: list[str] = []
     for call, options in kexec_calls(system.lockdown_mode(root)):
         result = system.run(kexec_argv(kexec, values, options, cmdline))
         if result.returncode == 0:
