@@ -215,8 +215,10 @@ TRACES = r"""ka_traces() {
         /run/boot-loader-entries/kexec-auto; do
         { [ -e "$p" ] || [ -L "$p" ]; } && echo "$p"
     done
-    find / -xdev \( -path /srv/ka-repo -o -path /var/lib/ka-test -o -path /proc \) -prune \
-        -o -name '*kexec-auto*' -print 2>/dev/null
+    # the test image's own apt settings (debimage.cached_tree) are not kexec-auto's
+    find / -xdev \( -path /srv/ka-repo -o -path /var/lib/ka-test -o -path /proc \
+        -o -path /etc/apt/apt.conf.d/90kexec-auto-tests -o -path /etc/apt/preferences.d/90kexec-auto-tests \) \
+        -prune -o -name '*kexec-auto*' -print 2>/dev/null
     find /run -name '*kexec-auto*' 2>/dev/null
     debconf-show kexec-auto 2>/dev/null
     dpkg-query -W -f '${db:Status-Abbrev}\n' kexec-auto 2>/dev/null | grep -v '^un'
