@@ -1,7 +1,10 @@
-"""Fake system roots on disk for kexec-auto's tests.
+"""Shared fixtures of kexec-auto's tests: fake system roots on disk, and a
+fake root treated as the running machine.
 
 kexec-auto takes a root directory everywhere, so tests build a small tree
-in tmp_path (/boot, /proc, /sys, /etc) and point the code at it.
+in tmp_path (/boot, /proc, /sys, /etc) and point the code at it.  Only
+process execution is replaced (FakeRun): kexec, systemctl and modprobe
+must not really run here.
 """
 
 from __future__ import annotations
@@ -73,22 +76,101 @@ class FakeRoot:
     def sourced(self) -> Optional[dict]:
         """/etc/default/kexec and kexec.d/* of this tree as sh sources them
         (kexec-auto itself never runs files of a root other than /)."""
-        from kexec_auto import system
+        from kexec_auto import kexectools
 
-        path = self.file(system.DEFAULT_KEXEC)
+        path = self.file(kexectools.DEFAULT_KEXEC)
         if not path.exists():
             return None
         result = subprocess.run(
-            ["sh", "-c", system._SOURCE_DEFAULT_KEXEC, "sh", str(path), str(self.file(system.DEFAULT_KEXEC_D))],
+            ["sh", "-c", kexectools._SOURCE_DEFAULT_KEXEC, "sh", str(path),
+             str(self.file(kexectools.DEFAULT_KEXEC_D))],
             capture_output=True, check=True, stdin=subprocess.DEVNULL,
         )
-        values = result.stdout.decode("utf-8", "surrogateescape").split("\0")[: len(system.DEFAULT_KEXEC_VARS)]
-        return dict(zip(system.DEFAULT_KEXEC_VARS, values))
+        values = result.stdout.decode("utf-8", "surrogateescape").split("\0")[: len(kexectools.DEFAULT_KEXEC_VARS)]
+        return dict(zip(kexectools.DEFAULT_KEXEC_VARS, values))
 
 
 @pytest.fixture
 def root(tmp_path) -> FakeRoot:
     return FakeRoot(tmp_path / "root")
+
+
+def pe_image(signed: bool, magic: int = 0x20B) -> bytes:
+    """A bzImage with an EFI stub's PE header, as Debian's kernels have."""
+    image = bytearray(BZIMAGE + b"\0" * 1024)
+    image[0:2] = b"MZ"
+    pe = 0x80
+    image[0x3C:0x40] = pe.to_bytes(4, "little")
+    image[pe:pe + 4] = b"PE\0\0"
+    optional = pe + 24
+    image[optional:optional + 2] = magic.to_bytes(2, "little")
+    security = optional + (112 if magic == 0x20B else 96) + 4 * 8
+    if signed:
+        image[security:security + 8] = (0x400).to_bytes(4, "little") + (0x700).to_bytes(4, "little")
+    return bytes(image)
+
+
+class FakeRun:
+    """Stands in for process execution (commands.run): records every
+    command and answers as configured; systemctl shows RuntimeWatchdogUSec
+    as systemd would, from the administrator's setting and the trial's
+    drop-in at the last reload."""
+
+    def __init__(self, returncode: int = 0, stderr: str = "", root: Optional[FakeRoot] = None):
+        self.calls: list[list[str]] = []
+        self.root = root
+        self.returncode, self.stderr = returncode, stderr
+        self.admin_watchdog = "0"
+        self.watchdog = "0"
+
+    def __call__(self, argv):
+        self.calls.append(argv)
+        out = ""
+        if argv[0].endswith("systemctl") and argv[1:] == ["show", "--property=RuntimeWatchdogUSec", "--value"]:
+            out = self.watchdog + "\n"
+        elif argv[0].endswith("systemctl") and argv[1:] == ["daemon-reload"] and self.root is not None:
+            dropin = self.root.file("/run/systemd/system.conf.d/50-kexec-auto-trial.conf")
+            self.watchdog = "1min" if dropin.exists() and self.admin_watchdog == "0" else self.admin_watchdog
+        return subprocess.CompletedProcess(argv, self.returncode, out, self.stderr)
+
+    def named(self, *prefix):
+        return [c for c in self.calls if c[: len(prefix)] == list(prefix)]
+
+    def ending(self, name):
+        return [c[1:] for c in self.calls if c[0].endswith(name)]
+
+
+def queued(*units: str):
+    """A stand-in for commands.jobs: start jobs of ``units`` queued."""
+    from kexec_auto import commands
+
+    return lambda: [commands.Job(unit, "start", "waiting") for unit in units]
+
+
+@pytest.fixture
+def fake_run(monkeypatch, root) -> FakeRun:
+    """Process execution replaced by a FakeRun that succeeds."""
+    from kexec_auto import commands
+
+    fake = FakeRun(root=root)
+    monkeypatch.setattr(commands, "run", fake)
+    return fake
+
+
+@pytest.fixture
+def machine(root, monkeypatch, fake_run) -> FakeRoot:
+    """A fake root treated as the running machine: no container or chroot,
+    kexec installed, systemd still booting with a reboot queued, and every
+    command it runs answered by ``machine.fake_run``.  Modules add their
+    kernels in a fixture of the same name that takes this one."""
+    from kexec_auto import commands, host, kexectools
+
+    monkeypatch.setattr(host, "confinement", lambda r: "")
+    monkeypatch.setattr(kexectools, "kexec_binary", lambda: "/sbin/kexec")
+    monkeypatch.setattr(commands, "jobs", queued("reboot.target"))
+    monkeypatch.setattr(commands, "booting", lambda: True)
+    root.fake_run = fake_run  # type: ignore[attr-defined]
+    return root
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from conftest import BZIMAGE
-from kexec_auto import app, assess, cli, system
+from conftest import BZIMAGE, queued
+from kexec_auto import assess, bootscan, bootstate, cli, commands
 from kexec_auto.assess import BootState, assess_boot, bless, forget, parse_state, start_trial, dump_state
 
 NEW = "6.12.117+deb12-cloud-amd64"
@@ -144,48 +144,14 @@ def test_a_state_written_before_tries_were_counted_still_reads():
 # -- through the command, on fake roots -------------------------------------
 
 
-class FakeRun:
-    """Records commands; systemctl shows RuntimeWatchdogUSec as systemd would,
-    from the administrator's setting and the trial's drop-in at the last reload."""
-
-    def __init__(self, root=None):
-        self.calls = []
-        self.root = root
-        self.admin_watchdog = "0"
-        self.watchdog = "0"
-
-    def __call__(self, argv):
-        self.calls.append(argv)
-        out = ""
-        if argv[0].endswith("systemctl") and argv[1:] == ["show", "--property=RuntimeWatchdogUSec", "--value"]:
-            out = self.watchdog + "\n"
-        elif argv[0].endswith("systemctl") and argv[1:] == ["daemon-reload"]:
-            dropin = self.root.file("/run/systemd/system.conf.d/50-kexec-auto-trial.conf")
-            self.watchdog = "1min" if dropin.exists() and self.admin_watchdog == "0" else self.admin_watchdog
-        return subprocess.CompletedProcess(argv, 0, out, "")
-
-    def named(self, *prefix):
-        return [c for c in self.calls if c[: len(prefix)] == list(prefix)]
-
-    def ending(self, name):
-        return [c[1:] for c in self.calls if c[0].endswith(name)]
-
-
 @pytest.fixture
-def machine(root, monkeypatch):
-    root.running(PROVIDER)
-    root.add_kernel(PROVIDER)
-    root.add_kernel(OLD)
-    root.add_kernel(NEW)
-    monkeypatch.setattr(system, "confinement", lambda r: "")
-    monkeypatch.setattr(system, "kexec_binary", lambda: "/sbin/kexec")
-    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
-    monkeypatch.setattr(system, "booting", lambda: True)
-    fake = FakeRun(root)
-    monkeypatch.setattr(system, "run", fake)
-    root.fake_run = fake
-    assert cli.main(["update", "--root", str(root)]) == 0
-    return root
+def machine(machine):
+    machine.running(PROVIDER)
+    machine.add_kernel(PROVIDER)
+    machine.add_kernel(OLD)
+    machine.add_kernel(NEW)
+    assert cli.main(["update", "--root", str(machine)]) == 0
+    return machine
 
 
 def image(root):
@@ -193,7 +159,7 @@ def image(root):
 
 
 def boot_state(root):
-    return parse_state(root.read(app.BOOT_STATE))
+    return parse_state(root.read(bootstate.BOOT_STATE))
 
 
 def kexec_boots(root, release, trial_cmdline=None):
@@ -284,7 +250,7 @@ def test_fail_trial_records_why_and_resets_only_a_trial_boot(machine, monkeypatc
     cli.main(["load", "--at-shutdown", "--root", r])
     kexec_boots(machine, NEW)
     cli.main(["boot", "--root", r])
-    monkeypatch.setattr(system, "failed_units", lambda: ["mnt-data.mount", "local-fs.target"])
+    monkeypatch.setattr(commands, "failed_units", lambda: ["mnt-data.mount", "local-fs.target"])
     assert cli.main(["fail-trial", "emergency", "--root", r]) == 0
     assert machine.fake_run.named("systemctl", "reboot") == [["systemctl", "reboot", "--force"]]
     err = capsys.readouterr().err
@@ -305,7 +271,7 @@ def test_fail_trial_after_the_deadline_says_what_the_boot_waits_for(machine, mon
     machine.config("TRIAL_TIMEOUT=90\nTRIES=1\n")
     cli.main(["load", "--at-shutdown", "--root", r])
     kexec_boots(machine, NEW)
-    monkeypatch.setattr(system, "running_jobs", lambda: ["slow.service (start)"])
+    monkeypatch.setattr(commands, "jobs", lambda: [commands.Job("slow.service", "start", "running")])
     assert cli.main(["fail-trial", "deadline", "--root", r]) == 0
     firmware_boots_provider(machine)
     cli.main(["boot", "--root", r])
@@ -317,7 +283,7 @@ def test_fail_trial_after_the_deadline_says_what_the_boot_waits_for(machine, mon
 def test_a_trial_that_succeeds_leaves_no_safety_net(machine, capsys, monkeypatch):
     r = str(machine)
     settles = []
-    monkeypatch.setattr(system, "udev_settle", settles.append)
+    monkeypatch.setattr(commands, "udev_settle", settles.append)
     cli.main(["load", "--at-shutdown", "--root", r])
     kexec_boots(machine, NEW)
     machine.write("/proc/sys/kernel/panic", "10\n")
@@ -353,7 +319,7 @@ def test_a_trial_that_succeeds_leaves_no_safety_net(machine, capsys, monkeypatch
 def test_the_trial_watchdog_prefers_hardware_and_keeps_the_administrators(machine, monkeypatch):
     r = str(machine)
     settles = []
-    monkeypatch.setattr(system, "udev_settle", settles.append)
+    monkeypatch.setattr(commands, "udev_settle", settles.append)
     cli.main(["load", "--at-shutdown", "--root", r])
     kexec_boots(machine, NEW)
     machine.write("/sys/class/watchdog/watchdog0/identity", "i6300ESB timer\n")
@@ -401,7 +367,7 @@ def test_coldreboot_or_poweroff_from_the_tried_kernel_is_not_a_failure(machine, 
     # Same for a poweroff.
     cli.main(["load", "--at-shutdown", "--root", r])
     machine.running(NEW)
-    monkeypatch.setattr(system, "queued_jobs", lambda: ["poweroff.target"])
+    monkeypatch.setattr(commands, "jobs", queued("poweroff.target"))
     assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
     assert boot_state(machine).trying is None
 
@@ -430,16 +396,16 @@ def test_forget_and_reinstall_clear_the_bad_mark(machine, src_env):
 
 def test_corrupt_state_is_reported_set_aside_and_rebuilt(machine, capsys):
     r = str(machine)
-    machine.write(app.BOOT_STATE, "{ not json")
+    machine.write(bootstate.BOOT_STATE, "{ not json")
     assert cli.main(["update", "--root", r]) == 0
     assert "boot-state.json is corrupt" in capsys.readouterr().err
     assert cli.main(["bless", "--root", r]) == 0  # any change of state rebuilds the file
     assert boot_state(machine).mark_of(PROVIDER) == "good"
-    assert machine.read(app.BOOT_STATE + ".corrupt") == "{ not json"
-    machine.write(app.BOOT_STATE, "[]")
+    assert machine.read(bootstate.BOOT_STATE + ".corrupt") == "{ not json"
+    machine.write(bootstate.BOOT_STATE, "[]")
     assert cli.main(["forget", "6.1.0-1-amd64", "--root", r]) == 0  # even one that changes nothing
     assert boot_state(machine) == assess.BootState()
-    assert machine.read(app.BOOT_STATE + ".corrupt") == "[]"
+    assert machine.read(bootstate.BOOT_STATE + ".corrupt") == "[]"
 
 
 def test_handoff_at_boot(machine, capsys):
@@ -475,7 +441,7 @@ def test_handoff_off_by_default_on_the_selected_kernel_and_by_cmdline(machine):
 
 def test_no_handoff_when_started_on_a_running_system(machine, monkeypatch):
     # dpkg starts the unit when the package is installed: that is no boot.
-    monkeypatch.setattr(system, "booting", lambda: False)
+    monkeypatch.setattr(commands, "booting", lambda: False)
     machine.config("HANDOFF=true\n")
     assert cli.main(["boot", "--root", str(machine)]) == 0
     assert machine.fake_run.calls == []
@@ -503,9 +469,9 @@ def test_handoff_never_into_a_bad_kernel(machine, capsys):
     # NEW was handed off to and failed; OLD too: only the provider is left.
     for failed in (NEW, OLD):
         state, _ = assess_boot(start_trial(BootState(), failed, T), PROVIDER, T, tries=1)
-        previous = boot_state(machine) if machine.exists(app.BOOT_STATE) else BootState()
+        previous = boot_state(machine) if machine.exists(bootstate.BOOT_STATE) else BootState()
         marks = dict(previous.marks, **state.marks)
-        machine.write(app.BOOT_STATE, dump_state(BootState(marks=marks)))
+        machine.write(bootstate.BOOT_STATE, dump_state(BootState(marks=marks)))
     assert cli.main(["boot", "--root", r]) == 0
     assert machine.fake_run.calls == []
     assert image(machine) == f"/boot/vmlinuz-{PROVIDER}"
@@ -577,7 +543,7 @@ def test_the_trial_is_of_the_release_loaded_through_a_link_such_as_vmlinuz(machi
 def test_the_trial_is_of_the_version_the_image_itself_carries(machine):
     r = str(machine)
     machine.write(f"/boot/vmlinuz-{NEW}", bzimage("6.12.117+deb12-cloud-amd64"))
-    assert system.image_release(r, f"/boot/vmlinuz-{NEW}") == NEW
+    assert bootscan.image_release(r, f"/boot/vmlinuz-{NEW}") == NEW
     # A file whose name says one release and whose header another: the header wins.
     machine.write(f"/boot/vmlinuz-{NEW}", bzimage("6.12.200+deb12-cloud-amd64"))
     assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
@@ -589,6 +555,6 @@ def test_an_image_whose_release_cannot_be_told_is_loaded_but_not_judged(machine,
     machine.write("/boot/kernel.img", BZIMAGE)
     machine.write("/etc/default/kexec.d/50-mine", "KERNEL_IMAGE=/boot/kernel.img\n")
     assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
-    state = boot_state(machine) if machine.exists(app.BOOT_STATE) else BootState()
+    state = boot_state(machine) if machine.exists(bootstate.BOOT_STATE) else BootState()
     assert state.trying is None
     assert "cannot tell which kernel release /boot/kernel.img is; its boot is not judged" in capsys.readouterr().err

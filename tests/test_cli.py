@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from kexec_auto import app, cli, system
+from conftest import FakeRun, queued
+from kexec_auto import app, bootstate, cli, commands, host, kexectools
 
 NEW = "6.12.117+deb12-cloud-amd64"
 OLD = "6.1.0-56-cloud-amd64"
@@ -73,7 +74,8 @@ def test_bad_value_is_one_line_error_and_file_untouched(two_kernels, capsys):
     capsys.readouterr()
     assert run_cli(two_kernels, "update") == 1
     err = capsys.readouterr().err
-    assert err == "kexec-auto: error: /etc/default/kexec-auto:2: ENABLED: invalid value 'perhaps': expected true or false\n"
+    assert err == ("kexec-auto: error: /etc/default/kexec-auto:2: ENABLED: invalid value 'perhaps': "
+                   "expected true or false\n")
     assert two_kernels.read("/etc/default/kexec") == before
 
 
@@ -87,7 +89,8 @@ def test_disabled_changes_nothing_and_says_so(two_kernels, capsys):
     two_kernels.config("ENABLED=false\n")
     assert run_cli(two_kernels, "update") == 0
     assert not two_kernels.exists("/etc/default/kexec")
-    assert "disabled (ENABLED=false in /etc/default/kexec-auto); /etc/default/kexec not changed" in capsys.readouterr().err
+    assert ("disabled (ENABLED=false in /etc/default/kexec-auto); /etc/default/kexec not changed"
+            in capsys.readouterr().err)
 
 
 def test_pin_missing_is_error_but_newest_written(two_kernels, capsys):
@@ -103,7 +106,8 @@ def test_removing_last_kernel_leaves_load_kexec_false(two_kernels, capsys):
     two_kernels.remove_kernel(OLD)
     assert run_cli(two_kernels, "update") == 0
     assert two_kernels.sourced()["LOAD_KEXEC"] == "false"
-    assert "warning: no selectable kernel; /etc/default/kexec names none, reboots stay firmware reboots" in capsys.readouterr().err
+    assert ("warning: no selectable kernel; /etc/default/kexec names none, reboots stay firmware reboots"
+            in capsys.readouterr().err)
 
 
 def test_dry_run_prints_diff_and_changes_nothing(two_kernels, capsys):
@@ -133,7 +137,8 @@ def test_list_text_and_json(two_kernels, capsys):
     assert out[0] == "running kernel: 6.1.0-50-cloud-amd64"
     assert out[-1] == f"selected: {NEW} (newest kernel of the running flavour, cloud-amd64)"
     assert any(line.startswith(f"* {NEW}") for line in out)
-    assert any("6.1.0-57-rt-amd64" in line and "not selectable: flavour rt-amd64, not cloud-amd64" in line for line in out)
+    assert any("6.1.0-57-rt-amd64" in line and "not selectable: flavour rt-amd64, not cloud-amd64" in line
+               for line in out)
     assert any("dpkg-bak" in line and "stray file" in line for line in out)
     assert f"      /boot/vmlinuz-{NEW}  (no package)" in out
     assert run_cli(two_kernels, "list", "--json") == 0
@@ -141,10 +146,12 @@ def test_list_text_and_json(two_kernels, capsys):
     assert data["selected"] == NEW
     assert [k["release"] for k in data["kernels"]][-2:] == ["6.1.0-57-rt-amd64", NEW]
     assert [k["selected"] for k in data["kernels"]].count(True) == 1
-    two_kernels.write("/var/lib/dpkg/status", f"Package: linux-image-{NEW}\nStatus: install ok installed\nVersion: 6.12.117-1\n")
+    two_kernels.write("/var/lib/dpkg/status",
+                      f"Package: linux-image-{NEW}\nStatus: install ok installed\nVersion: 6.12.117-1\n")
     assert run_cli(two_kernels, "list", "--json") == 0
     data = json.loads(capsys.readouterr().out)
-    assert (data["kernels"][-1]["package"], data["kernels"][-1]["package_version"]) == (f"linux-image-{NEW}", "6.12.117-1")
+    newest = data["kernels"][-1]
+    assert (newest["package"], newest["package_version"]) == (f"linux-image-{NEW}", "6.12.117-1")
 
 
 def test_status_exit_code_says_whether_next_reboot_boots_selected(two_kernels, capsys):
@@ -192,7 +199,7 @@ def test_status_says_a_confined_system_never_loads(two_kernels, monkeypatch, cap
     for path in ("/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service",
                  "/usr/sbin/kexec", "/usr/lib/systemd/system-shutdown/kexec-auto"):
         two_kernels.write(path, "", 0o755)
-    monkeypatch.setattr(system, "confinement", lambda root: where)
+    monkeypatch.setattr(host, "confinement", lambda root: where)
     capsys.readouterr()
     assert run_cli(two_kernels, "status") == cli.EXIT_NOT_KEXEC
     assert words in capsys.readouterr().out
@@ -214,29 +221,17 @@ def test_set_and_get_keep_other_lines_and_refuse_bad_values(root, capsys):
     assert root.read("/etc/default/kexec-auto") == before
 
 
-class FakeRun:
-    """Stands in for process execution only (kexec must not really run here)."""
-
-    def __init__(self, returncode=0, stderr=""):
-        self.calls, self.returncode, self.stderr = [], returncode, stderr
-
-    def __call__(self, argv):
-        self.calls.append(argv)
-        return subprocess.CompletedProcess(argv, self.returncode, "", self.stderr)
-
-
 @pytest.fixture
-def on_machine(two_kernels, monkeypatch):
-    """A fake root treated as the running machine (no container)."""
-    monkeypatch.setattr(system, "confinement", lambda root: "")
-    monkeypatch.setattr(system, "kexec_binary", lambda: "/sbin/kexec")
-    run_cli(two_kernels, "update")
-    return two_kernels
+def on_machine(machine):
+    """The running machine (see conftest), with two kernels."""
+    machine.add_kernel(OLD)
+    machine.add_kernel(NEW)
+    run_cli(machine, "update")
+    return machine
 
 
 def test_load_runs_kexec_with_the_file_values(on_machine, monkeypatch, capsys):
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
+    fake = on_machine.fake_run
     assert run_cli(on_machine, "load") == 0
     # kexec_load, named (a plain -l is kexec_file_load first from kexec-tools
     # 2.0.28 on), without the digest that purgatory would check
@@ -247,8 +242,7 @@ def test_load_runs_kexec_with_the_file_values(on_machine, monkeypatch, capsys):
 
 
 def test_load_without_load_kexec_line_on_trixie(on_machine, monkeypatch):
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
+    fake = on_machine.fake_run
     on_machine.file("/etc/init.d/kexec-load").unlink()
     run_cli(on_machine, "update")
     assert "LOAD_KEXEC" not in on_machine.read("/etc/default/kexec")
@@ -257,8 +251,7 @@ def test_load_without_load_kexec_line_on_trixie(on_machine, monkeypatch):
 
 
 def test_load_refuses_load_kexec_false(on_machine, monkeypatch, capsys):
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
+    fake = on_machine.fake_run
     on_machine.remove_kernel(NEW)
     on_machine.remove_kernel(OLD)
     run_cli(on_machine, "update")
@@ -268,8 +261,7 @@ def test_load_refuses_load_kexec_false(on_machine, monkeypatch, capsys):
 
 
 def test_load_uses_only_kexec_file_load_under_lockdown(on_machine, monkeypatch, capsys):
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
+    fake = on_machine.fake_run
     on_machine.write("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
     assert run_cli(on_machine, "load") == 0
     assert fake.calls[0][:3] == ["/sbin/kexec", "-s", "-l"] and len(fake.calls) == 1
@@ -288,7 +280,7 @@ class RefuseKexecLoad(FakeRun):
 
 def test_load_falls_back_to_kexec_file_load_when_kexec_load_is_refused(on_machine, monkeypatch, capsys):
     fake = RefuseKexecLoad()
-    monkeypatch.setattr(system, "run", fake)
+    monkeypatch.setattr(commands, "run", fake)
     assert run_cli(on_machine, "load") == 0
     assert [call[1] for call in fake.calls] == ["-c", "-s"]
     assert fake.calls[1][2:4] == ["-l", f"/boot/vmlinuz-{NEW}"]
@@ -298,7 +290,7 @@ def test_load_falls_back_to_kexec_file_load_when_kexec_load_is_refused(on_machin
 
 
 def test_load_reports_kexec_refusal(on_machine, monkeypatch, capsys):
-    monkeypatch.setattr(system, "run", FakeRun(255, "kexec_load failed: Operation not permitted\n"))
+    monkeypatch.setattr(commands, "run", FakeRun(255, "kexec_load failed: Operation not permitted\n"))
     assert run_cli(on_machine, "load") == 1
     assert capsys.readouterr().err == (
         f"kexec-auto: error: kexec refused to load /boot/vmlinuz-{NEW}: kexec_load: kexec_load failed: "
@@ -306,7 +298,7 @@ def test_load_reports_kexec_refusal(on_machine, monkeypatch, capsys):
 
 
 def test_load_without_kexec_is_clear_error(on_machine, monkeypatch, capsys):
-    monkeypatch.setattr(system, "kexec_binary", lambda: None)
+    monkeypatch.setattr(kexectools, "kexec_binary", lambda: None)
     assert run_cli(on_machine, "load") == 1
     assert "kexec not found; install the kexec-tools package" in capsys.readouterr().err
 
@@ -314,33 +306,31 @@ def test_load_without_kexec_is_clear_error(on_machine, monkeypatch, capsys):
 @pytest.mark.parametrize("where, words", [("container", "inside a container"), ("chroot", "inside a chroot"),
                                           ("root", "from another root directory"),
                                           ("unknown", "where systemd-detect-virt cannot tell")])
-def test_load_refuses_when_confined(two_kernels, monkeypatch, capsys, where, words):
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
-    monkeypatch.setattr(system, "confinement", lambda root: where)
+def test_load_refuses_when_confined(two_kernels, monkeypatch, capsys, where, words, fake_run):
+    fake = fake_run
+    monkeypatch.setattr(host, "confinement", lambda root: where)
     assert run_cli(two_kernels, "load") == 1
     assert f"refusing to load a kernel {words}" in capsys.readouterr().err
     assert fake.calls == []
 
 
 def test_load_at_shutdown_only_when_rebooting_and_marks(on_machine, monkeypatch):
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
-    monkeypatch.setattr(system, "queued_jobs", lambda: ["poweroff.target"])
+    fake = on_machine.fake_run
+    monkeypatch.setattr(commands, "jobs", queued("poweroff.target"))
     assert run_cli(on_machine, "load", "--at-shutdown") == 0
     assert fake.calls == []
-    monkeypatch.setattr(system, "queued_jobs", lambda: ["shutdown.target", "reboot.target"])
+    monkeypatch.setattr(commands, "jobs", queued("shutdown.target", "reboot.target"))
     assert run_cli(on_machine, "load", "--at-shutdown") == 0
     assert len(fake.calls) == 1
     assert on_machine.read("/run/kexec-auto/loaded") == f"/boot/vmlinuz-{NEW}\n"
 
 
 def test_load_at_shutdown_says_why_it_loads_nothing_when_systemctl_fails(on_machine, monkeypatch, capsys):
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
+    fake = on_machine.fake_run
+
     def unknown():
-        raise system.JobsUnknown("Failed to connect to bus")
-    monkeypatch.setattr(system, "queued_jobs", unknown)
+        raise commands.JobsUnknown("Failed to connect to bus")
+    monkeypatch.setattr(commands, "jobs", unknown)
     assert run_cli(on_machine, "load", "--at-shutdown") == 0
     assert fake.calls == []
     err = capsys.readouterr().err
@@ -350,9 +340,8 @@ def test_load_at_shutdown_says_why_it_loads_nothing_when_systemctl_fails(on_mach
 
 def test_load_at_shutdown_honours_coldreboot_once(on_machine, monkeypatch, capsys):
     # trixie: nothing but kexec-auto reads the flag, so it removes it
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
-    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    fake = on_machine.fake_run
+    monkeypatch.setattr(commands, "jobs", queued("reboot.target"))
     on_machine.file("/etc/init.d/kexec-load").unlink()
     run_cli(on_machine, "update")
     on_machine.write("/no-kexec-reboot", "")
@@ -366,9 +355,8 @@ def test_coldreboot_flag_is_left_for_bookworms_kexec_load(on_machine, monkeypatc
     """kexec-load runs after kexec-auto at shutdown and loads a kernel unless
     it finds the flag (which it then removes): removing it first would make
     a cold reboot load a kernel for nothing."""
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
-    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    fake = on_machine.fake_run
+    monkeypatch.setattr(commands, "jobs", queued("reboot.target"))
     assert on_machine.sourced()["LOAD_KEXEC"] == "true"
     on_machine.write("/no-kexec-reboot", "")
     assert run_cli(on_machine, "load", "--at-shutdown") == 0
@@ -383,14 +371,14 @@ def test_coldreboot_flag_is_left_for_bookworms_kexec_load(on_machine, monkeypatc
 
 def test_failed_load_at_shutdown_is_reported_by_the_next_boot(on_machine, monkeypatch, capsys):
     fake = FakeRun(returncode=1, stderr="kexec_file_load failed: Key was rejected by service\n")
-    monkeypatch.setattr(system, "run", fake)
-    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    monkeypatch.setattr(commands, "run", fake)
+    monkeypatch.setattr(commands, "jobs", queued("reboot.target"))
     on_machine.write("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
     assert run_cli(on_machine, "load", "--at-shutdown") == 1
     assert not on_machine.exists("/run/kexec-auto/loaded")
     assert "Key was rejected" in capsys.readouterr().err
-    monkeypatch.setattr(system, "booting", lambda: False)
-    monkeypatch.setattr(system, "run", FakeRun())
+    monkeypatch.setattr(commands, "run", on_machine.fake_run)
+    monkeypatch.setattr(commands, "booting", lambda: False)
     assert run_cli(on_machine, "boot") == 0
     err = capsys.readouterr().err
     assert "the last reboot did not go through kexec" in err and "Key was rejected" in err
@@ -402,9 +390,8 @@ def test_failed_load_at_shutdown_is_reported_by_the_next_boot(on_machine, monkey
 
 
 def test_load_at_shutdown_does_nothing_when_disabled(on_machine, monkeypatch):
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
-    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
+    fake = on_machine.fake_run
+    monkeypatch.setattr(commands, "jobs", queued("reboot.target"))
     on_machine.config("ENABLED=false\n")
     assert run_cli(on_machine, "load", "--at-shutdown") == 0
     assert fake.calls == []
@@ -432,11 +419,13 @@ def test_help_and_usage_errors(src_env):
     assert result.returncode == 0
     for word in ("list", "status", "update", "load", "--root", "exit status", "/etc/default/kexec-auto"):
         assert word in result.stdout
-    result = subprocess.run([sys.executable, "-m", "kexec_auto", "frobnicate"], capture_output=True, text=True, env=src_env)
+    result = subprocess.run([sys.executable, "-m", "kexec_auto", "frobnicate"],
+                            capture_output=True, text=True, env=src_env)
     assert result.returncode == 2
     assert "invalid choice: 'frobnicate'" in result.stderr
     for command in ("list", "status", "update", "load", "arm", "set", "get"):
-        result = subprocess.run([sys.executable, "-m", "kexec_auto", command, "--help"], capture_output=True, text=True, env=src_env)
+        result = subprocess.run([sys.executable, "-m", "kexec_auto", command, "--help"],
+                                capture_output=True, text=True, env=src_env)
         assert result.returncode == 0 and "--root DIR" in result.stdout, command
 
 
@@ -502,8 +491,7 @@ def test_disabling_removes_a_kexec_file_kexec_auto_created_and_keeps_a_hand_edit
 
 
 def test_an_empty_append_loads_the_running_command_line_without_boot_loader_words(on_machine, monkeypatch):
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
+    fake = on_machine.fake_run
     on_machine.write("/proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-cloud-amd64 root=/dev/vda ro "
                                       "initrd=\\initrd.img console=ttyS0\n")
     on_machine.write("/etc/default/kexec.d/90-empty", 'APPEND=""\n')
@@ -513,8 +501,7 @@ def test_an_empty_append_loads_the_running_command_line_without_boot_loader_word
 
 
 def test_load_refuses_while_disabled(on_machine, monkeypatch, capsys):
-    fake = FakeRun()
-    monkeypatch.setattr(system, "run", fake)
+    fake = on_machine.fake_run
     on_machine.config("ENABLED=false\n")
     assert run_cli(on_machine, "load") == 1
     assert fake.calls == []
@@ -528,9 +515,9 @@ def test_in_a_chroot_the_hosts_command_line_and_release_are_not_taken(two_kernel
     r = str(two_kernels)
     two_kernels.add_kernel("6.12.118+deb12-amd64")  # another flavour, newest
     # As if kexec-auto ran as root on / inside an image build.
-    monkeypatch.setattr(system, "is_host", lambda root: True)
-    monkeypatch.setattr(system, "_host_confinement", lambda: where)
-    monkeypatch.setattr(system.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(host, "is_host", lambda root: True)
+    monkeypatch.setattr(host, "_host_confinement", lambda: where)
+    monkeypatch.setattr(host.os, "geteuid", lambda: 0)
     plan = app.make_plan(r)
     assert (plan.running, plan.append) == ("", "")
     assert plan.selection.kernel.release == "6.12.118+deb12-amd64"
@@ -545,18 +532,18 @@ def test_in_a_chroot_the_hosts_command_line_and_release_are_not_taken(two_kernel
     two_kernels.file("/etc/kernel/cmdline").unlink()
     assert run_cli(two_kernels, "update") == 0
     assert run_cli(two_kernels, "bless") == 0
-    assert not two_kernels.exists(app.BOOT_STATE)  # nothing judged
+    assert not two_kernels.exists(bootstate.BOOT_STATE)  # nothing judged
     # The first boot of the image fills them in.
-    monkeypatch.setattr(system, "_host_confinement", lambda: "")
+    monkeypatch.setattr(host, "_host_confinement", lambda: "")
     assert run_cli(two_kernels, "boot") == 0
     assert two_kernels.sourced()["APPEND"] == "root=/dev/vda ro console=ttyS0 quiet"
     assert two_kernels.sourced()["KERNEL_IMAGE"] == f"/boot/vmlinuz-{NEW}"
 
 
 def test_a_user_who_cannot_tell_still_sees_the_running_kernel(two_kernels, monkeypatch):
-    monkeypatch.setattr(system, "is_host", lambda root: True)
-    monkeypatch.setattr(system, "_host_confinement", lambda: "unknown")
-    monkeypatch.setattr(system.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(host, "is_host", lambda root: True)
+    monkeypatch.setattr(host, "_host_confinement", lambda: "unknown")
+    monkeypatch.setattr(host.os, "geteuid", lambda: 1000)
     assert app.make_plan(str(two_kernels)).running == "6.1.0-50-cloud-amd64"
 
 
@@ -574,9 +561,9 @@ def test_a_root_with_proc_mounted_takes_nothing_from_that_proc(two_kernels, src_
 
 
 def test_list_and_status_say_the_running_kernel_is_unknown_in_a_chroot(two_kernels, monkeypatch, capsys):
-    monkeypatch.setattr(system, "is_host", lambda root: True)
-    monkeypatch.setattr(system, "_host_confinement", lambda: "chroot")
-    monkeypatch.setattr(system.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(host, "is_host", lambda root: True)
+    monkeypatch.setattr(host, "_host_confinement", lambda: "chroot")
+    monkeypatch.setattr(host.os, "geteuid", lambda: 0)
     run_cli(two_kernels, "list")
     assert capsys.readouterr().out.startswith("running kernel: unknown here (a chroot or container")
     run_cli(two_kernels, "status")

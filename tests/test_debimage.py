@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import debimage
+from harness import debimage
 
 
 def test_doctests():

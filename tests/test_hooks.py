@@ -29,9 +29,9 @@ def run_parts(root, kind, release, params, env, extra_env=None, timeout=30):
 
 
 @pytest.fixture
-def machine(root):
-    root.add_kernel(OLD)
-    return root
+def machine(machine):
+    machine.add_kernel(OLD)
+    return machine
 
 
 def kernel_image(root):

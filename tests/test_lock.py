@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import SRC
-from kexec_auto import app, assess, lock
+from kexec_auto import app, assess, bootstate, lock
 from kexec_auto.assess import BootState, Mark, dump_state, parse_state
 
 NEW = "6.12.117+deb12-cloud-amd64"
@@ -32,7 +32,7 @@ if _slow:
     delay = float(_slow)
     write_delay = float(os.environ.get("KEXEC_AUTO_TEST_WRITE_DELAY", delay / 4))
     mark = os.environ.get("KEXEC_AUTO_TEST_MARK")
-    from kexec_auto import app, files, system
+    from kexec_auto import app, bootscan, bootstate, files
 
     def _after(function, touch=False):
         def slow(*args, **kwargs):
@@ -44,8 +44,8 @@ if _slow:
         return slow
 
     # Each writer reads, then waits before it writes.
-    app.read_boot_state = _after(app.read_boot_state)
-    system.find_kernels = _after(system.find_kernels, touch=True)
+    bootstate.read_boot_state = app.read_boot_state = _after(bootstate.read_boot_state)
+    bootscan.find_kernels = _after(bootscan.find_kernels, touch=True)
     _write = files.write_atomic
     def write_atomic(*args, **kwargs):
         time.sleep(write_delay)
@@ -85,18 +85,18 @@ def finish(processes):
 
 
 @pytest.fixture
-def machine(root):
-    root.running(RUNNING)
+def machine(machine):
+    machine.running(RUNNING)
     for release in (RUNNING, OLD, NEW):
-        root.add_kernel(release)
-    return root
+        machine.add_kernel(release)
+    return machine
 
 
 def test_many_writers_at_once_lose_nothing(machine, env):
     """forgets, blesses, sets, updates and kernel hooks, all at once."""
     bad = [f"6.1.0-{n}-cloud-amd64" for n in range(60, 68)]
     marks = {release: Mark("bad", "2026-11-25T12:00:00", "came up elsewhere") for release in bad}
-    machine.write(app.BOOT_STATE, dump_state(BootState(marks=marks)))
+    machine.write(bootstate.BOOT_STATE, dump_state(BootState(marks=marks)))
     keys = {"EXTRA_CMDLINE": "quiet", "EXCLUDE": "*-rt-*", "CMDLINE": "root=/dev/vda ro", "HANDOFF": "false"}
     processes = [start(machine, env, "forget", release) for release in bad]
     processes += [start(machine, env, "bless") for _ in range(2)]
@@ -105,7 +105,7 @@ def test_many_writers_at_once_lose_nothing(machine, env):
     processes += [hook(machine, env, "postinst.d", NEW, f"configure {NEW}", slow="0.4") for _ in range(2)]
     results = finish(processes)
     assert [code for code, _, _ in results] == [0] * len(results), results
-    state = parse_state(machine.read(app.BOOT_STATE))
+    state = parse_state(machine.read(bootstate.BOOT_STATE))
     assert state.bad() == {}, "a forget was lost"
     assert state.mark_of(RUNNING) == "good", "the bless was lost"
     config = machine.read("/etc/default/kexec-auto")
@@ -157,10 +157,10 @@ def test_a_slow_update_never_writes_back_a_kernel_removed_meanwhile(machine, env
 
 def test_bless_racing_forget_loses_neither(machine, env):
     state = BootState(trying=RUNNING, marks={NEW: Mark("bad", "then", "came up elsewhere")})
-    machine.write(app.BOOT_STATE, dump_state(state))
+    machine.write(bootstate.BOOT_STATE, dump_state(state))
     results = finish([start(machine, env, "bless"), start(machine, env, "forget", NEW)])
     assert [code for code, _, _ in results] == [0, 0], results
-    state = parse_state(machine.read(app.BOOT_STATE))
+    state = parse_state(machine.read(bootstate.BOOT_STATE))
     assert (state.mark_of(NEW), state.mark_of(RUNNING), state.trying) == ("untried", "good", None)
 
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import REPO
-from kexec_auto import __version__, cli, metrics, report, system
+from kexec_auto import __version__, cli, metrics, report
 
 PROVIDER = "6.1.0-40-cloud-amd64"
 OLD = "6.1.0-56-cloud-amd64"
@@ -42,26 +42,16 @@ def loader(root, byte):
     root.write("/sys/kernel/boot_params/data", b"\0" * 0x210 + bytes([byte]) + b"\0" * 0x100)
 
 
-class FakeRun:
-    def __call__(self, argv):
-        return subprocess.CompletedProcess(argv, 0, "", "")
-
-
 @pytest.fixture
-def machine(root, monkeypatch):
+def machine(machine):
     """A machine that booted the provider's kernel, with two newer kernels
     and prometheus-node-exporter installed."""
-    root.running(PROVIDER)
+    machine.running(PROVIDER)
     for release in (PROVIDER, OLD, NEW):
-        root.add_kernel(release)
-    loader(root, 0xB0)  # qemu's -kernel: the provider's firmware
-    (root.path / PROM.lstrip("/")).parent.mkdir(parents=True)
-    monkeypatch.setattr(system, "confinement", lambda r: "")
-    monkeypatch.setattr(system, "kexec_binary", lambda: "/sbin/kexec")
-    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
-    monkeypatch.setattr(system, "booting", lambda: True)
-    monkeypatch.setattr(system, "run", FakeRun())
-    return root
+        machine.add_kernel(release)
+    loader(machine, 0xB0)  # qemu's -kernel: the provider's firmware
+    (machine.path / PROM.lstrip("/")).parent.mkdir(parents=True)
+    return machine
 
 
 def kexec_auto(root, *args):

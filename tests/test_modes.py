@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 
 import pytest
 
-from kexec_auto import app, cli, system
+from kexec_auto import bootstate, cli
 
 NEW = "6.12.117+deb12-cloud-amd64"
 
@@ -19,13 +18,9 @@ def mode(path) -> int:
 
 
 @pytest.fixture
-def machine(root, monkeypatch):
-    root.add_kernel(NEW)
-    monkeypatch.setattr(system, "confinement", lambda r: "")
-    monkeypatch.setattr(system, "kexec_binary", lambda: "/sbin/kexec")
-    monkeypatch.setattr(system, "queued_jobs", lambda: ["reboot.target"])
-    monkeypatch.setattr(system, "run", lambda argv: subprocess.CompletedProcess(argv, 0, "", ""))
-    return root
+def machine(machine):
+    machine.add_kernel(NEW)
+    return machine
 
 
 def test_replaced_and_copied_files_keep_their_owner(machine):
@@ -53,9 +48,9 @@ def test_copies_aside_keep_the_mode_of_what_they_copy(machine):
     assert cli.main(["update", "--root", r]) == 0
     assert mode(machine.file("/etc/default/kexec.kexec-auto-old")) == 0o640
     # A corrupt boot state moved aside as it was.
-    machine.write(app.BOOT_STATE, "{ corrupt", mode=0o600)
+    machine.write(bootstate.BOOT_STATE, "{ corrupt", mode=0o600)
     assert cli.main(["bless", "--root", r]) == 0
-    assert mode(machine.file(app.BOOT_STATE + ".corrupt")) == 0o600
+    assert mode(machine.file(bootstate.BOOT_STATE + ".corrupt")) == 0o600
     # The settings file keeps its mode through set.
     machine.write("/etc/default/kexec-auto", "PIN=\n", mode=0o600)
     assert cli.main(["set", "EXTRA_CMDLINE=quiet", "--root", r]) == 0
@@ -75,7 +70,7 @@ def test_directories_are_0755_and_new_files_0644_whatever_the_umask(machine, uma
                       "/run/boot-loader-entries/loader", "/run/boot-loader-entries/loader/entries",
                       "/run/kexec-auto", "/etc/default"):
         assert mode(machine.file(directory)) == 0o755, directory
-    for path in ("/etc/default/kexec", "/etc/default/kexec-auto", app.BOOT_STATE, "/run/kexec-auto/loaded",
+    for path in ("/etc/default/kexec", "/etc/default/kexec-auto", bootstate.BOOT_STATE, "/run/kexec-auto/loaded",
                  "/run/boot-loader-entries/loader/entries/kexec-auto.conf", "/var/lib/kexec-auto/lock"):
         assert mode(machine.file(path)) == 0o644, path
 

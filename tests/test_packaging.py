@@ -27,8 +27,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from debbuild import DEBIAN_ENV as CLEAN_ENV
-from debbuild import build, copy_tree, session_build
+from harness.debbuild import DEBIAN_ENV as CLEAN_ENV
+from harness.debbuild import build, copy_tree, session_build
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN = REPO / "debian"
@@ -460,7 +460,7 @@ def box(tmp_path) -> Sandbox:
 
 @needs_root
 def test_first_install_writes_preseeded_answers(box):
-    box.preseed(f"kernels select fixed", f"release string {RELEASE}", "extra string quiet loglevel=3")
+    box.preseed("kernels select fixed", f"release string {RELEASE}", "extra string quiet loglevel=3")
     result = box.postinst()
     assert result.returncode == 0, result.stderr
     conf = box.read("/etc/default/kexec-auto")
@@ -563,8 +563,8 @@ def debconf_get(box: Sandbox, question: str) -> str:
 
 
 @needs_root
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(extra=debconf_value, cmdline=debconf_value)
 @example(extra="back\\slash \\c and \\t", cmdline="  root=/dev/vda   ro\t")
 @example(extra="a#b 'q' \"d\" $x `y`", cmdline="")

@@ -41,7 +41,8 @@ def test_verdicts_list_every_kernel_oldest_first_with_reasons():
 
 
 def test_numeric_ordering_not_string_ordering():
-    assert selected([k("6.1.0-9-amd64"), k("6.1.0-10-amd64")], running="6.1.0-1-amd64").kernel.release == "6.1.0-10-amd64"
+    selection = selected([k("6.1.0-9-amd64"), k("6.1.0-10-amd64")], running="6.1.0-1-amd64")
+    assert selection.kernel.release == "6.1.0-10-amd64"
     assert selected([k("3.13-1-amd64"), k("3.2.0-4-amd64")], running="3.2.0-4-amd64").kernel.release == "3.13-1-amd64"
 
 
@@ -84,7 +85,8 @@ def test_pin_not_installed_is_an_error_naming_it_and_newest_is_used():
 
 
 def test_pin_of_unusable_kernel_is_an_error_with_the_reason():
-    selection = selected([k("6.1.0-9-cloud-amd64"), k("6.1.0-10-cloud-amd64", initrd=False)], pin="6.1.0-10-cloud-amd64")
+    selection = selected([k("6.1.0-9-cloud-amd64"), k("6.1.0-10-cloud-amd64", initrd=False)],
+                         pin="6.1.0-10-cloud-amd64")
     assert selection.kernel.release == "6.1.0-9-cloud-amd64"
     assert "cannot be used: no initrd" in selection.errors[0]
 

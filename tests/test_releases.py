@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-import debbuild
-import debimage
-from debbuild import DEBIAN_ENV, RELEASES, release_build
+from harness import debbuild
+from harness import debimage
+from harness.debbuild import DEBIAN_ENV, RELEASES, release_build
 
 REPO = Path(__file__).resolve().parents[1]
 #: The directories that /usr-merge turns into symbolic links into /usr.
@@ -81,7 +81,7 @@ def test_builds_inside_the_release_with_its_tools_and_its_tests_pass(suite):
     assert int(summary[-1][0]) > 100
     # with this release's own debhelper and Python, not the host's
     assert build.tools["debhelper"] and build.tools["python3"]
-    assert re.search(rf"^I: pybuild .*python3\.\d+", log, re.M)
+    assert re.search(r"^I: pybuild .*python3\.\d+", log, re.M)
     version = subprocess.run(["dpkg-deb", "-f", str(build.deb), "Version"], check=True,
                              capture_output=True, text=True).stdout.strip()
     assert version == build.version
@@ -164,7 +164,7 @@ def test_piuparts_on_trixie_installs_purges_and_upgrades_from_the_bookworm_build
 
 
 def test_autopkgtest_summary_doctests():
-    import autopkgtest_run
+    from harness import autopkgtest_run
 
     result = doctest.testmod(autopkgtest_run)
     assert result.failed == 0 and result.attempted > 0

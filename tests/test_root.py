@@ -8,15 +8,14 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import BZIMAGE, SRC, FakeRoot
-from kexec_auto import cli, system
+from conftest import SRC, FakeRoot
+from kexec_auto import cli, kexectools, paths
 
 NEW = "6.12.117+deb12-cloud-amd64"
 OLD = "6.1.0-56-cloud-amd64"
@@ -206,11 +205,11 @@ def test_status_of_another_root_reads_its_kexec_files_without_running_them(root,
     root.write("/etc/default/kexec", f"KERNEL_IMAGE=/boot/vmlinuz-{NEW}\nAPPEND='ro quiet'\n")
     root.write("/etc/default/kexec.d/20-more", 'APPEND="$APPEND console=ttyS0"\n')
     root.write("/etc/default/kexec.d/skip.me", f"touch {mark}\n")  # not a name run-parts runs
-    assert system.source_default_kexec(str(root))["APPEND"] == "ro quiet console=ttyS0"
+    assert kexectools.source_default_kexec(str(root))["APPEND"] == "ro quiet console=ttyS0"
     assert root.sourced()["APPEND"] == "ro quiet console=ttyS0"  # as sh has it
     root.write("/etc/default/kexec.d/30-run", f"touch {mark}\n")
     with pytest.raises(OSError, match=r"30-run:1: cannot be read without running it"):
-        system.source_default_kexec(str(root))
+        kexectools.source_default_kexec(str(root))
     assert not mark.exists()
 
 
@@ -238,7 +237,7 @@ def test_paths_in_a_root_never_resolve_out_of_it(tmp_path_factory, links, path):
             continue  # its directory is itself a link
     for follow in (True, False):
         try:
-            resolved = system.at(str(root), "/" + "/".join(path), follow=follow)
+            resolved = paths.at(str(root), "/" + "/".join(path), follow=follow)
         except OSError:
             continue  # a link loop: refused
         # Without follow, the last component is the entry itself (maybe a link).

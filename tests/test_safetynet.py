@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 
-from kexec_auto import safetynet, system
+from kexec_auto import commands, host, safetynet
 
 RELEASE = "6.12.118+deb13-cloud-amd64"
 
 
 def test_end_restores_the_kernels_own_panic_timeout_from_a_full_size_config(tmp_path, monkeypatch):
-    monkeypatch.setattr(system, "run", lambda argv: subprocess.CompletedProcess(argv, 0, "", ""))
+    monkeypatch.setattr(commands, "run", lambda argv: subprocess.CompletedProcess(argv, 0, "", ""))
     root = tmp_path
     (root / "proc/sys/kernel").mkdir(parents=True)
     (root / "boot").mkdir()
@@ -20,7 +20,7 @@ def test_end_restores_the_kernels_own_panic_timeout_from_a_full_size_config(tmp_
     # Debian's config files hold ~9000 lines (120-300 KB); the key comes late
     filler = "".join(f"CONFIG_OPTION_{n}=y\n" for n in range(9000))
     (root / f"boot/config-{RELEASE}").write_text(filler + "CONFIG_PANIC_TIMEOUT=0\n")
-    assert (root / f"boot/config-{RELEASE}").stat().st_size > system.PROC_LIMIT
+    assert (root / f"boot/config-{RELEASE}").stat().st_size > host.PROC_LIMIT
     (root / safetynet.WATCHDOG_DROPIN.lstrip("/")).write_text("[Manager]\nRuntimeWatchdogSec=60\n")
     assert safetynet.on_trial(str(root)) == 240
     safetynet.end(str(root), RELEASE, lambda line: None)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from kexec_auto import config, shfile
 from kexec_auto.config import ConfigError, parse_config, set_values
-from shell import config_value, dash_value
+from harness.shell import config_value, dash_value
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -1,5 +1,8 @@
+"""``python3 -m kexec_auto``: the kexec-auto command."""
+
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,10 +1,11 @@
-"""Selecting a kernel and writing /etc/default/kexec, from reading the
-machine to writing files.
+"""Selecting a kernel and writing /etc/default/kexec: the plan, and carrying it out.
 
-This module glues the pure core (config, policy, cmdline, render) to the
-thin system layer (system, files); reboot.py and report.py build on it.
-Messages go to the ``log`` callable (stderr by default), results are
-returned, nothing here exits.
+The plan is what kexec-auto decided, from the settings and the machine.
+
+This is the application layer: it glues the pure core (config, policy,
+cmdline, render) to the system layer (bootscan, machine, kexectools,
+files); reboot and report build on it.  Messages go to the ``log``
+callable (stderr by default), results are returned, nothing here exits.
 """
 
 from __future__ import annotations
@@ -13,82 +14,20 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-from . import assess, files, lock, system
+from . import assess, bootscan, files, host, kexectools, lock
+from .bootstate import read_boot_state
 from .cmdline import build_cmdline, max_length
-from .config import CONFIG_LIMIT, CONFIG_PATH, KEYS, Config, ConfigError, parse_config, set_values
+from .config import CONFIG_PATH, Config, ConfigError
+from .kexectools import DEFAULT_KEXEC
+from .log import Log, stderr_log
+from .paths import at, unroot
 from .policy import Selection, select_kernel
 from .render import render_default_kexec, render_key
+from .settings import load_config
 
-DEFAULT_KEXEC = "/etc/default/kexec"
 ENTRIES_DIR = "/run/boot-loader-entries"
-BOOT_STATE = "/var/lib/kexec-auto/boot-state.json"
-
-Log = Callable[[str], None]
-
-
-def stderr_log(message: str) -> None:
-    print(f"kexec-auto: {message}", file=sys.stderr)
-
-
-def read_config_text(root: str) -> Optional[str]:
-    """The text of the config file, None when there is none; ConfigError
-    when it is not a regular UTF-8 file of sane size."""
-    try:
-        data = files.read_bytes(system.at(root, CONFIG_PATH), limit=CONFIG_LIMIT)
-    except files.FileError as error:
-        raise ConfigError(f"{CONFIG_PATH}: {str(error).rpartition(': ')[2]}") from None
-    if data is None:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{CONFIG_PATH}: not UTF-8 text (byte {error.start})") from None
-
-
-def load_config(root: str) -> tuple[Config, list[str]]:
-    text = read_config_text(root)
-    return parse_config(text, source=CONFIG_PATH) if text is not None else (Config(), [])
-
-
-def now() -> str:
-    import time
-
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def read_boot_state(root: str) -> tuple[assess.BootState, list[str]]:
-    """The boot assessment state; a corrupt file is reported, set aside and
-    replaced by an empty state, never fatal."""
-    path = system.at(root, BOOT_STATE)
-    try:
-        text = files.read_text(path, errors="replace")
-    except files.FileError as error:
-        return assess.BootState(), [f"{BOOT_STATE} is corrupt ({str(error).rpartition(': ')[2]}); starting a new one"]
-    if text is None:
-        return assess.BootState(), []
-    try:
-        return assess.parse_state(text), []
-    except ValueError as error:
-        return assess.BootState(), [f"{BOOT_STATE} is corrupt ({error}); starting a new one"]
-
-
-@lock.exclusive
-def change_boot_state(
-    root: str, change: Callable[[assess.BootState], tuple[assess.BootState, list[str]]]
-) -> list[str]:
-    """Apply ``change`` to the stored boot state; returns its events.
-    A corrupt file is moved aside to ``.corrupt`` (as it was) and replaced."""
-    state, corrupt = read_boot_state(root)
-    new, events = change(state)
-    if new != state or corrupt:
-        path = system.at(root, BOOT_STATE)
-        files.make_dirs(path.parent)
-        if corrupt:
-            os.replace(path, f"{path}.corrupt")
-        files.write_atomic(path, assess.dump_state(new))
-    return events
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,10 +66,10 @@ def make_plan(root: str) -> Plan:
     ConfigError for a setting kexec-auto cannot act on)."""
     config, warnings = load_config(root)
     boot_state, state_warnings = read_boot_state(root)
-    running = system.running_release(root)
+    running = host.running_release(root)
     bad = {release: mark.why for release, mark in boot_state.bad().items()}
-    selection = select_kernel(system.find_kernels(root), config, running, bad)
-    current, source = system.current_cmdline(root)
+    selection = select_kernel(bootscan.find_kernels(root), config, running, bad)
+    current, source = host.current_cmdline(root)
     if config.cmdline:
         source = f"CMDLINE in {CONFIG_PATH}"
     if source:
@@ -146,7 +85,7 @@ def make_plan(root: str) -> Plan:
         )
     return Plan(
         config, tuple(warnings + state_warnings), running, selection, append, source, boot_state,
-        system.kexec_tools_reads_load_kexec(root),
+        kexectools.reads_load_kexec(root),
     )
 
 
@@ -165,17 +104,18 @@ def show_diff(root: str, log: Log = stderr_log) -> int:
         log(f"warning: {message}")
     for message in plan.selection.errors:
         log(f"error: {message}")
-    target = system.at(root, DEFAULT_KEXEC)
+    target = at(root, DEFAULT_KEXEC)
     current = files.read_text(target, errors="surrogateescape") or ""
     if not plan.config.enabled:
-        original = system.at(root, f"{files.STATE_DIR}/kexec{files.ORIG_SUFFIX}")
+        original = at(root, f"{files.STATE_DIR}/kexec{files.ORIG_SUFFIX}")
         held = os.path.lexists(original) or os.path.lexists(f"{original}-absent")
         content = (files.read_text(original, errors="surrogateescape") or "") if held else current
         log(f"disabled (ENABLED=false in {CONFIG_PATH})")
     else:
         content = plan.render()
     sys.stdout.writelines(
-        difflib.unified_diff(current.splitlines(True), content.splitlines(True), DEFAULT_KEXEC, f"{DEFAULT_KEXEC} (new)")
+        difflib.unified_diff(current.splitlines(True), content.splitlines(True),
+                             DEFAULT_KEXEC, f"{DEFAULT_KEXEC} (new)")
     )
     return 1 if plan.selection.errors else 0
 
@@ -184,8 +124,8 @@ def show_diff(root: str, log: Log = stderr_log) -> int:
 def update(root: str, quiet: bool = False, log: Log = stderr_log, plan: Optional[Plan] = None) -> int:
     """Regenerate /etc/default/kexec.  Returns the exit status."""
     plan = plan or make_plan(root)
-    target = system.at(root, DEFAULT_KEXEC)
-    state_dir = system.at(root, files.STATE_DIR)
+    target = at(root, DEFAULT_KEXEC)
+    state_dir = at(root, files.STATE_DIR)
     if not plan.config.enabled:
         return _disable(root, plan, target, state_dir, log, quiet)
     for message in plan.problems:
@@ -232,51 +172,8 @@ def _disable(root: str, plan: Plan, target: Path, state_dir: Path, log: Log, qui
     return 0
 
 
-def unroot(root: str, path: Path) -> str:
-    base = system._real_root(root)
-    return "/" + str(Path(path).relative_to(base)).lstrip("/") if base != "/" else str(path)
-
-
-@lock.exclusive
-def set_settings(root: str, assignments: list[str], log: Log = stderr_log) -> int:
-    """Write KEY=VALUE settings into the config file, keeping everything
-    else in it; nothing is written unless every value is valid."""
-    updates = {}
-    for assignment in assignments:
-        key, sep, value = assignment.partition("=")
-        if not sep:
-            raise ConfigError(f"{assignment!r}: expected KEY=VALUE")
-        updates[key] = value
-    path = system.at(root, CONFIG_PATH)
-    current = read_config_text(root)
-    lines = (current or "").split("\n")  # sh splits lines at newlines only
-    if lines[-1] == "":
-        lines.pop()
-    lines = set_values(lines, updates)
-    content = "\n".join(lines) + "\n"
-    parse_config(content, source=CONFIG_PATH)  # the whole file must stay valid
-    if content != current:
-        files.make_dirs(path.parent)
-        files.write_atomic(path, content)
-    return 0
-
-
-def get_settings(root: str, keys: list[str]) -> int:
-    config, _ = load_config(root)
-    for key in keys:
-        if key not in KEYS:
-            raise ConfigError(f"unknown setting {key}")
-        value = getattr(config, KEYS[key][0])
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, tuple):
-            value = " ".join(value)
-        print(value)
-    return 0
-
-
 def is_armed(root: str) -> bool:
-    return os.path.lexists(system.at(root, f"{ENTRIES_DIR}/loader/entries/kexec-auto.conf", follow=False))
+    return os.path.lexists(at(root, f"{ENTRIES_DIR}/loader/entries/kexec-auto.conf", follow=False))
 
 
 @lock.exclusive
@@ -288,14 +185,14 @@ def arm(root: str, plan: Optional[Plan] = None, log: Log = stderr_log) -> int:
     kernel = plan.selection.kernel
 
     def entry(name: str) -> Path:  # the entry itself, never what a link in /run points at
-        return system.at(root, f"{ENTRIES_DIR}/{name}", follow=False)
+        return at(root, f"{ENTRIES_DIR}/{name}", follow=False)
 
     if not plan.config.enabled or kernel is None:
         for name in ("loader/entries/kexec-auto.conf", "kexec-auto/vmlinuz", "kexec-auto/initrd.img"):
             entry(name).unlink(missing_ok=True)
         return 0
-    files.make_dirs(system.at(root, f"{ENTRIES_DIR}/kexec-auto"))
-    files.make_dirs(system.at(root, f"{ENTRIES_DIR}/loader/entries"))
+    files.make_dirs(at(root, f"{ENTRIES_DIR}/kexec-auto"))
+    files.make_dirs(at(root, f"{ENTRIES_DIR}/loader/entries"))
     lines = [f"title kexec-auto: {kernel.release}", "linux /kexec-auto/vmlinuz"]
     pairs = [("vmlinuz", kernel.image)]
     if kernel.initrd:

@@ -15,8 +15,10 @@ at power-on (see :func:`BootState.suspects`).
 >>> state, events = assess_boot(state, "6.1.0-50-cloud-amd64", "2026-11-25T12:01:00", tries=1)
 >>> state.marks["6.12.117+deb12-cloud-amd64"].state, state.trying
 ('bad', None)
->>> print(events[0])
-6.12.117+deb12-cloud-amd64 failed to boot (came up in 6.1.0-50-cloud-amd64 instead; it never reached its userspace: a panic, a hang, a missing root file system or a power loss early in boot): marked bad after 1 failed trial
+>>> import textwrap; print(textwrap.fill(events[0], 100))
+6.12.117+deb12-cloud-amd64 failed to boot (came up in 6.1.0-50-cloud-amd64 instead; it never reached
+its userspace: a panic, a hang, a missing root file system or a power loss early in boot): marked
+bad after 1 failed trial
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", parents=[common], help="list the kernels found, in order, and which one is selected")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
-    p = sub.add_parser("status", parents=[common], help="show what the next reboot will boot (exit 3 if not the selected kernel)")
+    p = sub.add_parser("status", parents=[common],
+                       help="show what the next reboot will boot (exit 3 if not the selected kernel)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p = sub.add_parser("update", parents=[common], help="regenerate /etc/default/kexec for the selected kernel")
     p.add_argument("--dry-run", action="store_true", help="print the change as a unified diff and change nothing")
@@ -176,15 +177,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # noqa: BLE001 - one line, never a traceback
-        from . import app
+        from .log import stderr_log
 
-        app.stderr_log(f"error: unexpected {error.__class__.__name__}: {_one_line(error)}")
+        stderr_log(f"error: unexpected {error.__class__.__name__}: {_one_line(error)}")
         return EXIT_ERROR
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import app, reboot, report
+    from . import app, reboot, report, settings
     from .config import ConfigError
+    from .log import stderr_log
     from .render import RenderError
 
     try:
@@ -196,9 +198,9 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 (_print_list if args.command == "list" else _print_status)(data)
                 for message in data["warnings"]:
-                    app.stderr_log(f"warning: {message}")
+                    stderr_log(f"warning: {message}")
                 for message in data["errors"]:
-                    app.stderr_log(f"error: {message}")
+                    stderr_log(f"error: {message}")
             if args.command == "status" and not data["next_reboot_ok"]:
                 return EXIT_NOT_KEXEC
             return EXIT_ERROR if data["errors"] else EXIT_OK
@@ -207,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
                 return app.show_diff(args.root)
             return app.update(args.root, quiet=args.quiet)
         if args.command == "load":
-            return reboot.load(args.root, at_shutdown=args.at_shutdown)
+            return (reboot.load_at_shutdown if args.at_shutdown else reboot.load_now)(args.root)
         if args.command == "arm":
             return app.arm(args.root)
         if args.command == "boot":
@@ -223,19 +225,21 @@ def _run(args: argparse.Namespace) -> int:
             # The next reboot may try it again: say so in /etc/default/kexec now.
             return app.update(args.root, quiet=True)
         if args.command == "set":
-            return app.set_settings(args.root, args.assignments)
+            settings.set_settings(args.root, args.assignments)
+            return EXIT_OK
         if args.command == "get":
-            return app.get_settings(args.root, args.keys)
+            config, _ = settings.load_config(args.root)
+            values = [settings.setting_text(config, key) for key in args.keys]
+            print("\n".join(values))
+            return EXIT_OK
     except BrokenPipeError:
         raise
     except (ConfigError, RenderError, OSError) as error:
-        app.stderr_log(f"error: {_one_line(error)}")
+        stderr_log(f"error: {_one_line(error)}")
         return EXIT_ERROR
     finally:
         if args.command in STATE_CHANGING and not getattr(args, "dry_run", False):
-            from . import metrics
-
-            metrics.refresh(args.root)
+            report.write_metrics(args.root)
     raise AssertionError(args.command)
 
 

@@ -36,7 +36,9 @@ def max_length(machine: Optional[str] = None) -> int:
 def split_words(cmdline: str) -> list[str]:
     """Words of a command line as the kernel parses it: spaces separate
     words, except inside double quotes (which stay part of the word)."""
-    words, word, quoted = [], [], False
+    words: list[str] = []
+    word: list[str] = []
+    quoted = False
     for char in cmdline:
         if char == '"':
             quoted = not quoted

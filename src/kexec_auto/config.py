@@ -141,7 +141,9 @@ def parse_value(raw: str) -> str:
     Traceback (most recent call last):
     ValueError: '$H' starts an expansion: kexec-auto does not expand; quote it with '...'
     """
-    return shfile.parse_line(f"KEY={raw}")[1]
+    assignment = shfile.parse_line(f"KEY={raw}")
+    assert assignment is not None  # the line is an assignment
+    return assignment[1]
 
 
 def parse_config(lines: Union[str, Iterable[str]], source: str = CONFIG_PATH) -> tuple[Config, list[str]]:
@@ -171,7 +173,7 @@ def parse_config(lines: Union[str, Iterable[str]], source: str = CONFIG_PATH) ->
             warnings.append(f"{where}ignoring unknown setting {key}")
             continue
         values[KEYS[key][0]] = validate(key, text, where)
-    return Config(**values), warnings
+    return Config(**values), warnings  # type: ignore[arg-type]  # each value validated for its field
 
 
 def _quote(text: str) -> str:
@@ -194,8 +196,9 @@ def set_values(lines: list[str], updates: dict[str, str]) -> list[str]:
     pending = dict(updates)
     result = []
     for line in lines:
-        key = shfile.assigned_name(line.rstrip("\n"))
-        if key in updates:
+        name = shfile.assigned_name(line.rstrip("\n"))
+        if name is not None and name in updates:
+            key = name
             if key not in pending:
                 continue  # a later duplicate of a key already written
             result.append(f"{key}={_quote(pending.pop(key))}")

@@ -7,6 +7,7 @@ is reported on stderr and the hook exits 0.
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import sys
@@ -42,21 +43,20 @@ def run(kind: str, argv: Sequence[str]) -> int:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.dup2(2, 1)
-    sys.stderr.reconfigure(errors="backslashreplace")  # a release that is not UTF-8 is still printed
+    if isinstance(sys.stderr, io.TextIOWrapper):
+        sys.stderr.reconfigure(errors="backslashreplace")  # a release that is not UTF-8 is still printed
     sys.stdout = sys.stderr
     try:
         if not should_act(kind, os.environ.get("DEB_MAINT_PARAMS")):
             return 0
-        from . import app, reboot
+        from . import app, reboot, report
 
         root = os.environ.get("KEXEC_AUTO_ROOT", "/")
         if kind == "postinst.d" and argv:
             # A reinstalled or upgraded kernel package deserves a new try.
             reboot.forget(root, argv[0], why="its package was installed")
         app.update(root, quiet=False)
-        from . import metrics
-
-        metrics.refresh(root)
+        report.write_metrics(root)
     except Exception as error:  # noqa: BLE001 - a hook must not break apt
         release = f" for kernel {argv[0]}" if argv else ""
         what = " ".join(str(error).split("\n")) or error.__class__.__name__

@@ -1,6 +1,8 @@
-"""How the running system was booted: through kexec, by the firmware (or
-whatever the firmware starts: a boot loader, a provider's fixed kernel), or
-handed off through kexec from a power-on kernel (HANDOFF=true).
+"""How the running system was booted: through kexec, by the firmware, or handed off.
+
+By the firmware means by whatever the firmware starts: a boot loader, a
+provider's fixed kernel.  Handed off means through kexec from a power-on
+kernel (HANDOFF=true).
 
 The kernel says which loader started it: on x86 the boot protocol header
 its loader filled in stays readable in /sys/kernel/boot_params/data, and
@@ -24,7 +26,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import files, system
+from . import files, host
+from .paths import at
 
 KEXEC, FIRMWARE, HANDOFF, UNKNOWN = "kexec", "firmware", "handoff", "unknown"
 METHODS = (KEXEC, FIRMWARE, HANDOFF, UNKNOWN)
@@ -50,7 +53,7 @@ def loader_type(root: str) -> Optional[int]:
     """type_of_loader of the running kernel's boot header; None where the
     kernel does not keep it (not x86, no sysfs)."""
     try:
-        with system.at(root, BOOT_PARAMS).open("rb") as data:
+        with at(root, BOOT_PARAMS).open("rb") as data:
             data.seek(TYPE_OF_LOADER)
             byte = data.read(1)
     except OSError:
@@ -60,15 +63,15 @@ def loader_type(root: str) -> Optional[int]:
 
 def note_handoff(root: str, release: str) -> None:
     """Record, just before handing off, the release being handed off to."""
-    marker = system.at(root, HANDOFF_MARKER)
+    marker = at(root, HANDOFF_MARKER)
     marker.parent.mkdir(parents=True, exist_ok=True)
     files.write_atomic(marker, release + "\n")
 
 
 def _compute(root: str, consume: bool) -> str:
-    marker = system.at(root, HANDOFF_MARKER)
+    marker = at(root, HANDOFF_MARKER)
     handoff = (files.read_text(marker, errors="replace") or "").strip() or None
-    method = boot_method(loader_type(root), handoff, system.running_release(root))
+    method = boot_method(loader_type(root), handoff, host.running_release(root))
     if consume:
         marker.unlink(missing_ok=True)
     return method
@@ -79,7 +82,7 @@ def record(root: str) -> str:
     for the rest of the boot (the hand-off marker is used up here).  Run
     again in the same boot (the unit restarted by a package upgrade), it
     keeps what it found first."""
-    path = system.at(root, RECORD)
+    path = at(root, RECORD)
     kept = (files.read_text(path, errors="replace") or "").strip()
     if kept in METHODS:
         return kept
@@ -95,7 +98,7 @@ def record(root: str) -> str:
 def read(root: str) -> str:
     """How this boot happened: what ``record`` kept, or, before it ran in
     this boot, what the kernel says (a hand-off is then not told apart)."""
-    text = (files.read_text(system.at(root, RECORD), errors="replace") or "").strip()
+    text = (files.read_text(at(root, RECORD), errors="replace") or "").strip()
     if text in METHODS:
         return text
     return _compute(root, consume=False)

@@ -25,7 +25,8 @@ import stat
 import time
 from typing import Callable, Iterator, TypeVar
 
-from . import files, system
+from . import files
+from .paths import at
 
 LOCK_PATH = f"{files.STATE_DIR}/lock"
 TIMEOUT = 60.0  # seconds; KEXEC_AUTO_LOCK_TIMEOUT overrides
@@ -48,7 +49,7 @@ def _timeout() -> float:
 @contextlib.contextmanager
 def held(root: str) -> Iterator[None]:
     """Hold the lock of ``root`` for the duration of the block."""
-    path = system.at(root, LOCK_PATH, follow=False)
+    path = at(root, LOCK_PATH, follow=False)
     key = str(path)
     if key in _held:
         _held[key][1] += 1

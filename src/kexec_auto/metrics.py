@@ -1,12 +1,10 @@
-"""kexec-auto's state as metrics for prometheus-node-exporter's textfile
-collector, which reads /var/lib/prometheus/node-exporter/*.prom.
+"""kexec-auto's state as metrics for prometheus-node-exporter's textfile collector.
+
+The collector reads /var/lib/prometheus/node-exporter/*.prom.
 
 :func:`render` is pure: it turns the data of ``kexec-auto status --json``
-(see kexec-auto(8)) into the Prometheus text format.  :func:`refresh` is the
-thin writer: when that directory exists (prometheus-node-exporter is
-installed), it writes kexec-auto.prom atomically, and only when its content
-changed, so the file's mtime (node_textfile_mtime_seconds) is the time of
-the last change.  Every state-changing command calls it.
+(see kexec-auto(8)) into the Prometheus text format.  report.write_metrics
+writes it, whenever kexec-auto's state changes.
 
 Names follow Prometheus' conventions: the ``kexec_auto_`` prefix, base units
 (seconds since the epoch), ``_info`` series (value 1) carrying strings in
@@ -22,8 +20,9 @@ kexec_auto_running_selected_kernel 0
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from typing import Callable, Iterable, Mapping, Optional
+
+from .clock import epoch
 
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 FILE_NAME = "kexec-auto.prom"
@@ -44,21 +43,6 @@ class Family:
     help: str
     samples: Callable[[Mapping], Iterable[tuple[Labels, float]]]
     type: str = "gauge"
-
-
-def epoch(text: Optional[str]) -> Optional[float]:
-    """Seconds since the epoch of a time kexec-auto recorded
-    ("%Y-%m-%dT%H:%M:%S%z"); None when there is none or it is unreadable.
-
-    >>> epoch("2026-11-25T12:00:00+0000")
-    1795608000.0
-    """
-    if not text:
-        return None
-    try:
-        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except ValueError:
-        return None
 
 
 def _flag(value: object) -> list[tuple[Labels, float]]:
@@ -159,32 +143,3 @@ def render(status: Mapping, version: str, families: Iterable[Family] = FAMILIES)
             text = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
             lines.append(f"{family.name}{{{text}}} {_value(value)}" if text else f"{family.name} {_value(value)}")
     return "\n".join(lines) + "\n"
-
-
-def refresh(root: str) -> bool:
-    """Rewrite the metrics file when the textfile directory exists and the
-    content changed; returns whether it was written.  Never raises: metrics
-    must not fail the command or hook that changed the state."""
-    from . import __version__, files, system
-    from .app import stderr_log
-
-    directory = system.at(root, TEXTFILE_DIR)
-    if not directory.is_dir():
-        return False
-    try:
-        from .config import ConfigError
-        from .report import status_report
-
-        try:
-            status = status_report(root)
-        except ConfigError as error:
-            status = {"running": system.running_release(root), "config_error": str(error)}
-        text = render(status, __version__)
-        path = directory / FILE_NAME
-        if files.read_text(path, errors="replace") == text:
-            return False
-        files.write_atomic(path, text)
-        return True
-    except Exception as error:  # noqa: BLE001 - see the docstring
-        stderr_log(f"warning: cannot write {TEXTFILE_DIR}/{FILE_NAME}: {error}")
-        return False

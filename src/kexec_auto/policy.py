@@ -18,6 +18,17 @@ from typing import Iterable, Mapping, Optional
 from .config import Config
 from .release import release_key, split_flavour
 
+#: parts of a file name that mark a copy, not an installed kernel
+STRAY_SUFFIXES = {
+    ".dpkg-": "left over by dpkg",
+    ".ucf-": "left over by ucf",
+    ".sig": "a detached signature",
+    ".bak": "a backup copy",
+    ".old": "an old copy",
+    ".orig": "an old copy",
+    "~": "an editor backup",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Kernel:
@@ -31,6 +42,39 @@ class Kernel:
     @property
     def flavour(self) -> str:
         return split_flavour(self.release)[1]
+
+
+def unsafe_name_problem(why: str) -> str:
+    """Why a kernel whose name is unsafe (release.unsafe_release) is never booted."""
+    return f"its name cannot be written safely into /etc/default/kexec ({why})"
+
+
+def stray_problem(release: str) -> str:
+    """Why ``vmlinuz-RELEASE`` is a stray copy, not a kernel ('' when it is none).
+
+    >>> stray_problem("6.1.0-56-amd64.dpkg-tmp"), stray_problem("6.1.0-56-amd64")
+    ('stray file (left over by dpkg)', '')
+    """
+    stray = next((why for suffix, why in STRAY_SUFFIXES.items() if suffix in release), "")
+    return f"stray file ({stray})" if stray else ""
+
+
+def image_problem(release: str, problem: str, lockdown: Optional[str], signed: Optional[bool]) -> str:
+    """Why the kernel image of ``release`` cannot be booted ('' when it can):
+    a stray copy, what its image shows (``problem``), or, under kernel
+    lockdown (Secure Boot), no signature, since then only signed images can
+    be loaded (kexec_file_load checks the signature).
+
+    >>> image_problem("6.1.0-56-amd64", "", "integrity", signed=False)[:40]
+    'not signed: kernel lockdown (integrity, '
+    >>> image_problem("6.1.0-56-amd64", "", "none", signed=False)
+    ''
+    """
+    problem = stray_problem(release) or problem
+    if not problem and lockdown not in (None, "none") and not signed:
+        problem = (f"not signed: kernel lockdown ({lockdown}, Secure Boot) refuses to kexec "
+                   "an image without a signature")
+    return problem
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,19 +1,27 @@
-"""What happens around reboots: loading the kernel at shutdown, judging
-the boot that follows, the safety net of a trial boot, and the optional
-hand-off after power-on."""
+"""What happens around reboots: the load at shutdown, the boot after it, its trial, the hand-off.
+
+Loading the kernel at shutdown, judging the boot that follows, the safety
+net of a trial boot, and the optional hand-off after power-on."""
 
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
-from . import assess, files, lastboot, lock, safetynet, system, trial
-from .app import (DEFAULT_KEXEC, Log, arm, change_boot_state, load_config, make_plan, now, read_boot_state,
-                  stderr_log, update)
-from .cmdline import clean_cmdline, max_length
+from . import assess, commands, files, host, kexectools, lastboot, lock, safetynet
+from .app import arm, make_plan, update
+from .bootscan import image_release
+from .bootstate import change_boot_state, read_boot_state
+from .clock import now
+from .cmdline import clean_cmdline
+from .config import Config
+from .kexec import load_kernel
+from .kexectools import DEFAULT_KEXEC, NO_KEXEC_REBOOT
+from .log import Log, stderr_log
+from .paths import at, is_host
 from .policy import select_kernel
+from .settings import load_config
 
-NO_KEXEC_REBOOT = "/no-kexec-reboot"  # kexec-tools' coldreboot flag
 LOADED_MARKER = "/run/kexec-auto/loaded"
 LOAD_FAILED_MARKER = "/var/lib/kexec-auto/load-failed"  # read and removed by the next boot
 HANDOFF_OFF = "kexec_auto.handoff=0"  # on the kernel command line: no hand-off
@@ -26,8 +34,8 @@ def boot(root: str, log: Log = stderr_log) -> int:
     kexec``, and, when HANDOFF=true and the firmware booted this kernel,
     hand off to the selected kernel."""
     method = lastboot.record(root)
-    running = system.running_release(root)
-    failed = system.at(root, LOAD_FAILED_MARKER, follow=False)
+    running = host.running_release(root)
+    failed = at(root, LOAD_FAILED_MARKER, follow=False)
     if failed.exists():
         message = files.read_text(failed, errors="replace") or ""
         log(f"warning: the last reboot did not go through kexec: {message.strip()}")
@@ -68,23 +76,23 @@ def boot(root: str, log: Log = stderr_log) -> int:
         log(f"hand-off to {target.release} skipped: {running} was booted through kexec, "
             "not by the firmware")
         return 0
-    if HANDOFF_OFF in system.current_cmdline_words(root):
+    if HANDOFF_OFF in host.current_cmdline_words(root):
         log(f"hand-off to {target.release} skipped: {HANDOFF_OFF} is on the kernel command line")
         return 0
-    if system.confinement(root) or not system.booting():
+    if host.confinement(root) or not commands.booting():
         return 0  # never kexec a running system because its package was installed
     log(f"handing off from {running} to {target.release} through kexec")
     if target == plan.selection.kernel:
-        status = load(root, log=log, for_trial=True)
+        error = _load_default_kexec(root, plan.config, log)[1]
     else:
-        status = 0 if load_kernel(root, target.image, target.initrd or "", plan.append, log, for_trial=True) is None else 1
-    if status != 0:
+        error = load_kernel(root, target.image, target.initrd or "", plan.append, log,
+                            trial_deadline=plan.config.trial_timeout)
+    if error is not None:
         return 1
-    mark_loaded(root, target.image)
-    release = system.image_release(root, target.image) or target.release
-    change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
+    release = image_release(root, target.image) or target.release
+    _start_trial(root, target.image, release)
     lastboot.note_handoff(root, release)
-    result = system.run(["systemctl", "--no-block", "kexec"])
+    result = commands.run(["systemctl", "--no-block", "kexec"])
     if result.returncode != 0:
         log(f"error: systemctl kexec failed: {result.stderr.strip()}")
         return 1
@@ -96,7 +104,7 @@ def bless(root: str, log: Log = stderr_log) -> int:
     """The system reached a healthy state (kexec-auto-bless.service, after
     boot-complete.target): the running kernel is good, and its trial boot's
     safety net is removed."""
-    running = system.running_release(root)
+    running = host.running_release(root)
     if not running:
         log("the running kernel is not this system's (chroot or container): nothing to mark")
         return 0
@@ -125,7 +133,7 @@ def fail_trial(root: str, kind: str, log: Log = stderr_log) -> int:
     if deadline is None:
         log(f"{kind}: this boot is no trial boot of kexec-auto; nothing to do")
         return 0
-    running = system.kernel_release(root)
+    running = host.kernel_release(root)
     why = safetynet.failure_reason(kind, deadline)
     try:
         for event in change_boot_state(root, lambda state: assess.trial_failed(state, running, why, now())):
@@ -135,7 +143,7 @@ def fail_trial(root: str, kind: str, log: Log = stderr_log) -> int:
     log("resetting the machine through the firmware")
     # --force: no units are stopped, so nothing loads a kernel for this
     # reboot and the shutdown hook finds nothing to execute.
-    result = system.run(["systemctl", "reboot", "--force"])
+    result = commands.run(["systemctl", "reboot", "--force"])
     if result.returncode != 0:
         log(f"error: systemctl reboot --force failed: {result.stderr.strip()}")
         return 1
@@ -148,173 +156,119 @@ def watchdog_trial(root: str, log: Log = stderr_log) -> int:
 
 
 def mark_loaded(root: str, image: str) -> None:
-    marker = system.at(root, LOADED_MARKER, follow=False)
+    marker = at(root, LOADED_MARKER, follow=False)
     files.make_dirs(marker.parent)
     files.write_atomic(marker, image + "\n")
+
+
+def _start_trial(root: str, image: str, release: str) -> None:
+    """``image``, kernel ``release``, is loaded for the next boot, a trial:
+    mark it for the shutdown hook and record the trial."""
+    mark_loaded(root, image)
+    change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
 
 
 def _loaded_for_this_reboot(root: str) -> bool:
     """A kernel kexec-auto itself loaded earlier in this boot (the hand-off)
     is still loaded."""
-    return system.at(root, LOADED_MARKER).exists() and bool(system.kexec_loaded(root))
+    return at(root, LOADED_MARKER).exists() and bool(host.kexec_loaded(root))
+
+
+def _load_default_kexec(root: str, config: Config, log: Log, trial: bool = True) -> tuple[str, Optional[str]]:
+    """Load the kernel /etc/default/kexec names, for a trial boot unless
+    ``trial`` is False: ``(image, None)`` on success, else ``(image, why
+    kexec refused it)``, or ``("", "")`` after saying why nothing could be
+    loaded.  OSError when the file cannot be read."""
+    values = kexectools.source_default_kexec(root)
+    if values is None:
+        log(f"error: {DEFAULT_KEXEC} does not exist; run 'kexec-auto update' first")
+        return "", ""
+    if values["LOAD_KEXEC"] == "false" or not values["KERNEL_IMAGE"]:
+        log(f"error: {DEFAULT_KEXEC} does not name a kernel to load (LOAD_KEXEC={values['LOAD_KEXEC']!r})")
+        return "", ""
+    append = values.get("APPEND") or clean_cmdline(host.current_cmdline(root)[0])
+    image = values["KERNEL_IMAGE"]
+    return image, load_kernel(root, image, values.get("INITRD", ""), append, log,
+                              trial_deadline=config.trial_timeout if trial else None)
+
+
+def _refuse_other_root(root: str, log: Log) -> bool:
+    if is_host(root) or host.confinement(root) != "root":
+        return False
+    log("error: refusing to load a kernel from another root directory: it would replace the host's next boot")
+    return True
 
 
 @lock.exclusive
-def load(root: str, at_shutdown: bool = False, log: Log = stderr_log, for_trial: bool = False) -> int:
-    """Load the kernel /etc/default/kexec names into memory with kexec.
-    At shutdown (and for the hand-off) it is loaded for a trial boot: with
-    the trial words on its command line, and recorded as being tried."""
-    if not system.is_host(root) and system.confinement(root) == "root":
-        log("error: refusing to load a kernel from another root directory: it would replace the host's next boot")
+def load_at_shutdown(root: str, log: Log = stderr_log) -> int:
+    """Load the selected kernel for a trial boot while the system shuts
+    down (kexec-auto-load.service's ExecStop), only when a reboot is
+    queued and not after coldreboot, and mark it for the shutdown hook."""
+    if _refuse_other_root(root, log):
         return 1
+    running = host.kernel_release(root)  # a reboot job is queued: systemd runs this machine
+    change_boot_state(root, lambda state: assess.end_trial(state, running))
+    try:
+        jobs = {job.unit for job in commands.jobs()}
+    except commands.JobsUnknown as error:
+        log(f"warning: systemctl list-jobs failed ({error}): cannot tell a reboot from "
+            "another shutdown; not loading a kernel, so a reboot now goes through the firmware")
+        return 0
+    if not {"reboot.target", "kexec.target"} & jobs:
+        return 0
+    state, _ = read_boot_state(root)
+    if state.trying == running and state.trying_failed:
+        log(f"{running} gave up its trial boot: not loading a kernel, the reboot goes through the firmware")
+        return 0
+    flag = at(root, NO_KEXEC_REBOOT, follow=False)
+    if os.path.lexists(flag):
+        # bookworm's kexec-load stops after this unit: while it would load
+        # a kernel (LOAD_KEXEC=true) it must find the flag, which it then
+        # removes; nothing else reads the flag, so then it goes here.
+        values = kexectools.source_default_kexec(root) or {}
+        if not (kexectools.reads_load_kexec(root) and values.get("LOAD_KEXEC") == "true"):
+            flag.unlink()
+        log("cold reboot requested (coldreboot): not loading a kernel")
+        return 0
+    # No confinement check here: a reboot job is queued, so systemd runs
+    # this machine, and the unit does not run in containers.
     config, _ = load_config(root)
-    if at_shutdown:
-        running = system.kernel_release(root)  # a reboot job is queued: systemd runs this machine
-        change_boot_state(root, lambda state: assess.end_trial(state, running))
-        try:
-            jobs = system.queued_jobs()
-        except system.JobsUnknown as error:
-            log(f"warning: systemctl list-jobs failed ({error}): cannot tell a reboot from "
-                "another shutdown; not loading a kernel, so a reboot now goes through the firmware")
-            return 0
-        if not {"reboot.target", "kexec.target"} & set(jobs):
-            return 0
-        state, _ = read_boot_state(root)
-        if state.trying == running and state.trying_failed:
-            log(f"{running} gave up its trial boot: not loading a kernel, the reboot goes through the firmware")
-            return 0
-        flag = system.at(root, NO_KEXEC_REBOOT, follow=False)
-        if os.path.lexists(flag):
-            # bookworm's kexec-load stops after this unit: while it would load
-            # a kernel (LOAD_KEXEC=true) it must find the flag, which it then
-            # removes; nothing else reads the flag, so then it goes here.
-            values = system.source_default_kexec(root) or {}
-            if not (system.kexec_tools_reads_load_kexec(root) and values.get("LOAD_KEXEC") == "true"):
-                flag.unlink()
-            log("cold reboot requested (coldreboot): not loading a kernel")
-            return 0
-        if _loaded_for_this_reboot(root):
-            return 0
-        # No confinement check here: a reboot job is queued, so systemd runs
-        # this machine, and the unit does not run in containers.
-        if not config.enabled:
-            return 0
-        for_trial = True
-    else:
-        if not config.enabled:
-            log("error: kexec-auto is disabled (ENABLED=false in /etc/default/kexec-auto): not loading a kernel")
-            return 1
-        where = system.confinement(root)
-        if where:
-            what = {
-                "root": "from another root directory",
-                "unknown": "where systemd-detect-virt cannot tell whether this is a chroot",
-            }.get(where, f"inside a {where}")
-            log(f"error: refusing to load a kernel {what}: it would replace the host's next boot")
-            return 1
-    values = system.source_default_kexec(root)
-    if values is None:
-        log(f"error: {DEFAULT_KEXEC} does not exist; run 'kexec-auto update' first")
-        return 1
-    if values["LOAD_KEXEC"] == "false" or not values["KERNEL_IMAGE"]:
-        log(f"error: {DEFAULT_KEXEC} does not name a kernel to load (LOAD_KEXEC={values['LOAD_KEXEC']!r})")
-        return 1
-    append = values.get("APPEND") or clean_cmdline(system.current_cmdline(root)[0])
-    error = load_kernel(root, values["KERNEL_IMAGE"], values.get("INITRD", ""), append, log,
-                        for_trial=for_trial, deadline=config.trial_timeout)
-    status = 0 if error is None else 1
-    if error is not None and at_shutdown:
-        event = (f"loading {values['KERNEL_IMAGE']} at shutdown failed ({error}): "
-                 "that reboot went through the firmware")
+    if _loaded_for_this_reboot(root) or not config.enabled:
+        return 0
+    image, refused = _load_default_kexec(root, config, log)
+    if refused:
+        event = f"loading {image} at shutdown failed ({refused}): that reboot went through the firmware"
         change_boot_state(root, lambda state: assess.note(state, now(), event))
-        marker = system.at(root, LOAD_FAILED_MARKER, follow=False)
+        marker = at(root, LOAD_FAILED_MARKER, follow=False)
         files.make_dirs(marker.parent)
         files.write_atomic(marker, event + "\n")
-    if status == 0 and at_shutdown:
-        mark_loaded(root, values["KERNEL_IMAGE"])
-        # Judge the kernel really loaded (KERNEL_IMAGE=/vmlinuz is a link).
-        release = system.image_release(root, values["KERNEL_IMAGE"])
-        if release:
-            change_boot_state(root, lambda state: (assess.start_trial(state, release, now()), []))
-        else:
-            log(f"warning: cannot tell which kernel release {values['KERNEL_IMAGE']} is; its boot is not judged")
-    return status
-
-
-#: kexec's options per system call, in the order they are tried.
-#: kexec_load (-c) goes without the digest (-i): kexec-tools then neither
-#: hashes kernel and initrd while loading nor has purgatory check that hash
-#: before starting the kernel, two passes over tens of megabytes that cost
-#: a reboot a tenth of a second natively and seconds on an emulated CPU.  The
-#: check guards only the moment between the load at shutdown and the kexec,
-#: and a mismatch stops the machine in purgatory for good, with no watchdog
-#: left to reset it; without it a damaged kernel fails to boot, which the
-#: trial's safety net and the firmware recover from.  kexec_file_load (-s)
-#: always hashes, in the kernel, and is the only call kernel lockdown (Secure
-#: Boot) allows.  Both are named: a plain "kexec -l" is kexec_load with
-#: bookworm's kexec-tools but kexec_file_load first from 2.0.28 (trixie) on.
-KEXEC_LOAD = ("kexec_load", ("-c", "-i"))
-KEXEC_FILE_LOAD = ("kexec_file_load", ("-s",))
-
-
-def kexec_calls(lockdown: Optional[str]) -> list[tuple[str, tuple[str, ...]]]:
-    """The system calls to load a kernel with, in order: kexec_load, then
-    kexec_file_load should it be refused (an IMA policy that appraises
-    kernels refuses kexec_load too); under lockdown kexec_file_load only.
-
-    >>> [call for call, _ in kexec_calls("none")], [call for call, _ in kexec_calls("integrity")]
-    (['kexec_load', 'kexec_file_load'], ['kexec_file_load'])
-    """
-    if lockdown not in (None, "none"):
-        return [KEXEC_FILE_LOAD]
-    return [KEXEC_LOAD, KEXEC_FILE_LOAD]
-
-
-def load_kernel(root: str, image: str, initrd: str, append: str, log: Log, for_trial: bool = False,
-                deadline: Optional[int] = None) -> Optional[str]:
-    """Load one kernel with kexec (see kexec_calls); for a trial boot the
-    command line gets the trial words.  None on success, else why not."""
-    kexec = system.kexec_binary()
-    if kexec is None:
-        log("error: kexec not found; install the kexec-tools package")
-        return "kexec not found"
-    if for_trial:
-        if deadline is None:
-            deadline = load_config(root)[0].trial_timeout
-        append = trial.trial_cmdline(append, deadline)
-        if len(append.encode()) > max_length():
-            log(f"error: the command line with the trial words is {len(append.encode())} bytes, longer than "
-                f"the kernel accepts ({max_length()}); not loading {image}: shorten CMDLINE or EXTRA_CMDLINE")
-            return "command line too long"
-    values = {"KERNEL_IMAGE": image, "INITRD": initrd, "APPEND": append}
-    cmdline = system.current_cmdline(root)[0]
-    refusals: list[str] = []
-    for call, options in kexec_calls(system.lockdown_mode(root)):
-        result = system.run(kexec_argv(kexec, values, options, cmdline))
-        if result.returncode == 0:
-            break
-        why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        refusals.append(f"{call}: {why}")
+    if refused is not None:
+        return 1
+    # Judge the kernel really loaded (KERNEL_IMAGE=/vmlinuz is a link).
+    release = image_release(root, image)
+    if release:
+        _start_trial(root, image, release)
     else:
-        why = "; ".join(refusals)
-        log(f"error: kexec refused to load {image}: {why}")
-        return why
-    refused = f" ({refusals[0]})" if refusals else ""
-    log(f"loaded {image} for the next reboot with {call}{refused}" + (" (trial boot)" if for_trial else ""))
-    return None
+        mark_loaded(root, image)
+        log(f"warning: cannot tell which kernel release {image} is; its boot is not judged")
+    return 0
 
 
-def kexec_argv(kexec: str, values: dict[str, str], options: Sequence[str], cmdline: str) -> list[str]:
-    """The kexec command line that loads KERNEL_IMAGE with options (a
-    system call's, see kexec_calls).  An empty APPEND reuses ``cmdline``
-    (the running one) without the boot loader's words, never with them.
-
-    >>> kexec_argv("/sbin/kexec", {"KERNEL_IMAGE": "/boot/vmlinuz-6.1", "INITRD": "/boot/initrd.img-6.1",
-    ...            "APPEND": "root=/dev/vda"}, ["-s"], "")
-    ['/sbin/kexec', '-s', '-l', '/boot/vmlinuz-6.1', '--initrd=/boot/initrd.img-6.1', '--append=root=/dev/vda']
-    """
-    argv = [kexec, *options, "-l", values["KERNEL_IMAGE"]]
-    if values.get("INITRD"):
-        argv.append(f"--initrd={values['INITRD']}")
-    argv.append(f"--append={values.get('APPEND') or clean_cmdline(cmdline)}")
-    return argv
+@lock.exclusive
+def load_now(root: str, log: Log = stderr_log) -> int:
+    """``kexec-auto load``: load the kernel /etc/default/kexec names now,
+    for ``systemctl kexec``; never in a chroot, a container or another root."""
+    if _refuse_other_root(root, log):
+        return 1
+    config, _ = load_config(root)
+    if not config.enabled:
+        log("error: kexec-auto is disabled (ENABLED=false in /etc/default/kexec-auto): not loading a kernel")
+        return 1
+    where = host.confinement(root)
+    if where:
+        what = {
+            "unknown": "where systemd-detect-virt cannot tell whether this is a chroot",
+        }.get(where, f"inside a {where}")
+        log(f"error: refusing to load a kernel {what}: it would replace the host's next boot")
+        return 1
+    return 0 if _load_default_kexec(root, config, log, trial=False)[1] is None else 1

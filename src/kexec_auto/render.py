@@ -38,16 +38,13 @@ def template_dirs() -> list[Path]:
     """Where templates are looked up: a checkout's templates/ first, then
     the installed copy."""
     checkout = Path(__file__).resolve().parents[2] / "templates"
-    return [
-        Path(p)
-        for p in (
-            os.environ.get("KEXEC_AUTO_TEMPLATES", ""),
-            checkout,
-            Path(sys.prefix) / "share/kexec-auto/templates",
-            "/usr/share/kexec-auto/templates",
-        )
-        if p and Path(p, TEMPLATE).is_file()
+    candidates: list[str] = [
+        os.environ.get("KEXEC_AUTO_TEMPLATES", ""),
+        str(checkout),
+        str(Path(sys.prefix) / "share/kexec-auto/templates"),
+        "/usr/share/kexec-auto/templates",
     ]
+    return [Path(p) for p in candidates if p and Path(p, TEMPLATE).is_file()]
 
 
 @functools.lru_cache(maxsize=None)

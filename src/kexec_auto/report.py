@@ -1,12 +1,17 @@
-"""The data behind `kexec-auto list` and `kexec-auto status`."""
+"""What kexec-auto tells: the data of `kexec-auto list` and `status`, and the metrics file.
+"""
 
 from __future__ import annotations
 
 from typing import Optional
 
-from . import assess, files, lastboot, safetynet, system
-from .app import CONFIG_PATH, DEFAULT_KEXEC, Plan, make_plan
-from .reboot import NO_KEXEC_REBOOT
+from . import __version__, assess, bootscan, files, host, kexectools, lastboot, metrics, safetynet
+from .app import Plan, make_plan
+from .clock import epoch
+from .config import CONFIG_PATH, ConfigError
+from .kexectools import DEFAULT_KEXEC, NO_KEXEC_REBOOT
+from .log import stderr_log
+from .paths import at
 
 #: Where the package puts its systemd-shutdown hook: /usr/lib on releases
 #: past the /usr merge (trixie and later), /lib on bookworm.
@@ -21,7 +26,7 @@ def kernel_list(root: str) -> dict:
     """Data behind ``kexec-auto list``."""
     plan = make_plan(root)
     chosen = plan.selection.kernel
-    packages = system.kernel_packages(root)
+    packages = bootscan.kernel_packages(root)
     return {
         "running": plan.running,
         "selected": chosen.release if chosen else None,
@@ -63,14 +68,14 @@ def reboot_blockers(root: str, plan: Plan, values: Optional[dict[str, str]]) -> 
         kernel.image, kernel.initrd or ""
     ):
         blockers.append(f"{DEFAULT_KEXEC} does not name the selected kernel (run 'kexec-auto update')")
-    if system.at(root, NO_KEXEC_REBOOT).exists():
+    if at(root, NO_KEXEC_REBOOT).exists():
         blockers.append(f"{NO_KEXEC_REBOOT} exists: the next reboot is a cold one (coldreboot)")
-    hook_installed = any(system.at(root, hook).exists() for hook in SHUTDOWN_HOOKS)
-    if not hook_installed or not system.at(root, LOAD_UNIT_WANTS).exists():
+    hook_installed = any(at(root, hook).exists() for hook in SHUTDOWN_HOOKS)
+    if not hook_installed or not at(root, LOAD_UNIT_WANTS).exists():
         blockers.append("kexec-auto's reboot hooks are not installed or not enabled (kexec-auto-load.service)")
-    if not (system.at(root, "/usr/sbin/kexec").exists() or system.at(root, "/sbin/kexec").exists()):
+    if not (at(root, "/usr/sbin/kexec").exists() or at(root, "/sbin/kexec").exists()):
         blockers.append("kexec is not installed (package kexec-tools)")
-    where = system.confinement(root)
+    where = host.confinement(root)
     if where in ("container", "chroot"):
         blockers.append(f"running inside a {where}: kexec-auto never loads a kernel there")
     elif where == "unknown":
@@ -89,8 +94,6 @@ def last_trial(state: assess.BootState) -> Optional[dict]:
         return {"release": state.trying, "outcome": "pending", "time": state.trying_since}
     if not state.marks:
         return None
-    from .metrics import epoch
-
     release, mark = max(state.marks.items(), key=lambda item: (epoch(item[1].when) or 0.0, item[1].when))
     return {"release": release, "outcome": mark.state, "time": mark.when}
 
@@ -99,9 +102,9 @@ def status_report(root: str) -> dict:
     """Data behind ``kexec-auto status``."""
     plan = make_plan(root)
     kernel = plan.selection.kernel
-    target = system.at(root, DEFAULT_KEXEC)
+    target = at(root, DEFAULT_KEXEC)
     try:
-        values = system.source_default_kexec(root)
+        values = kexectools.source_default_kexec(root)
         source_error = ""
     except OSError as error:
         values, source_error = None, str(error)
@@ -117,9 +120,9 @@ def status_report(root: str) -> dict:
         "command_line": plan.append,
         "command_line_source": plan.cmdline_source,
         "default_kexec": values,
-        "default_kexec_hand_edited": files.hand_edited(target, system.at(root, files.STATE_DIR)),
-        "kexec_loaded": system.kexec_loaded(root),
-        "lockdown": system.lockdown_mode(root),
+        "default_kexec_hand_edited": files.hand_edited(target, at(root, files.STATE_DIR)),
+        "kexec_loaded": host.kexec_loaded(root),
+        "lockdown": host.lockdown_mode(root),
         "next_reboot": (
             f"kexec into {kernel.release}" if kernel and not blockers else "firmware reboot"
         ),
@@ -141,3 +144,29 @@ def status_report(root: str) -> dict:
         "warnings": list(plan.problems),
         "errors": list(plan.selection.errors),
     }
+
+
+def write_metrics(root: str) -> bool:
+    """Rewrite prometheus-node-exporter's textfile of kexec-auto
+    (metrics.TEXTFILE_DIR) when that directory exists (the exporter is
+    installed) and the content changed, atomically, so that the file's
+    mtime is the time of the last change; returns whether it was written.
+    Never raises: metrics must not fail the command or hook that changed
+    the state."""
+    directory = at(root, metrics.TEXTFILE_DIR)
+    if not directory.is_dir():
+        return False
+    try:
+        try:
+            status = status_report(root)
+        except ConfigError as error:
+            status = {"running": host.running_release(root), "config_error": str(error)}
+        text = metrics.render(status, __version__)
+        path = directory / metrics.FILE_NAME
+        if files.read_text(path, errors="replace") == text:
+            return False
+        files.write_atomic(path, text)
+        return True
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        stderr_log(f"warning: cannot write {metrics.TEXTFILE_DIR}/{metrics.FILE_NAME}: {error}")
+        return False

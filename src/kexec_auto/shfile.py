@@ -1,5 +1,4 @@
-"""Reading shell assignment files (/etc/default/...) exactly as sh would,
-without running them.
+"""Reading shell assignment files (/etc/default/...) as sh would, without running them.
 
 kexec-auto reads two such files: its own settings, which sh-based tools
 (debconf's config script, an administrator's scripts) read too, and, on a
@@ -119,6 +118,7 @@ def parse_line(line: str, variables: Optional[Mapping[str, str]] = None) -> Opti
                     out.append(text)
                 else:
                     run = _IN_DOUBLE.match(line, i)
+                    assert run is not None  # c is none of the characters it stops at
                     out.append(run.group())
                     i = run.end()
             after_colon = False
@@ -143,6 +143,7 @@ def parse_line(line: str, variables: Optional[Mapping[str, str]] = None) -> Opti
             i, after_colon = i + 1, True
         else:
             run = _PLAIN.match(line, i)
+            assert run is not None  # c is none of the characters it stops at
             out.append(run.group())
             i, after_colon = run.end(), False
     rest = line[i:].lstrip(" \t")

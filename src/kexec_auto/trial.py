@@ -1,5 +1,4 @@
-"""The safety net of a trial boot: the words kexec-auto adds to the
-command line of a kernel it boots through kexec, and what they mean.
+"""The safety net of a trial boot: the words kexec-auto adds to a trial kernel's command line.
 
 Every kernel kexec-auto boots through kexec is on trial until
 kexec-auto-bless.service marks it good.  Its command line then carries

@@ -18,9 +18,9 @@ from typing import Iterator
 
 import pytest
 
-from debbuild import release_build
+from harness.debbuild import release_build
 
-import debimage
+from harness import debimage
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 SUITES = ("bookworm", "trixie", "forky")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from debimage import Chroot, file_list
+from harness.debimage import Chroot, file_list
 
 pytestmark = pytest.mark.chroot
 
@@ -136,10 +136,10 @@ def remove_kernel(chroot: Chroot, release: str) -> str:
 
 
 def reconfigure(chroot: Chroot, answers: dict[str, str], check: bool = True):
-    selections = "".join(
-        f"kexec-auto kexec-auto/{q} {'boolean' if q == 'enable' else 'select' if q in ('kernels', 'cmdline') else 'string'} {v}\n"
-        for q, v in answers.items()
-    )
+    def kind(question: str) -> str:
+        return "boolean" if question == "enable" else "select" if question in ("kernels", "cmdline") else "string"
+
+    selections = "".join(f"kexec-auto kexec-auto/{q} {kind(q)} {v}\n" for q, v in answers.items())
     chroot.run(["debconf-set-selections"], input=selections)
     return chroot.run(["dpkg-reconfigure", "-fnoninteractive", "kexec-auto"], check=check)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import autopkgtest_run
-import debimage
-from debbuild import release_build
+from harness import autopkgtest_run
+from harness import debimage
+from harness.debbuild import release_build
 
 pytestmark = pytest.mark.chroot
 SUITE = "trixie"

@@ -1,4 +1,4 @@
-"""A dist-upgrade from bookworm to trixie with kexec-auto installed (tests/dist_upgrade.py).
+"""A dist-upgrade from bookworm to trixie with kexec-auto installed (tests/harness/dist_upgrade.py).
 
 The upgrade must keep the configuration (a debconf answer, `kexec-auto set`
 settings, a line written by hand), upgrade kexec-auto to trixie's build
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-import dist_upgrade
-from matrix import FULL_ONLY, full_matrix
-from debbuild import release_build
+from harness import dist_upgrade
+from harness.matrix import FULL_ONLY, full_matrix
+from harness.debbuild import release_build
 
 #: about 13 minutes: in the full matrix only (KEXEC_AUTO_TEST_MATRIX=full)
 pytestmark = [pytest.mark.chroot, *([] if full_matrix() else [FULL_ONLY])]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import debimage
+from harness import debimage
 
 pytestmark = pytest.mark.chroot
 

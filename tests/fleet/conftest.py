@@ -1,5 +1,5 @@
 """Fixtures of the fleet tests: kexec-auto from a local apt repository in
-throwaway copies of the cached bookworm and trixie trees (tests/debimage.py)."""
+throwaway copies of the cached bookworm and trixie trees (tests/harness/debimage.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +11,8 @@ from typing import Iterator
 
 import pytest
 
-import debimage as debian_tree
-from debbuild import session_build
+from harness import debimage as debian_tree
+from harness.debbuild import session_build
 
 SUITES = ("bookworm", "trixie")
 REPO_INSIDE = "/srv/kexec-auto-test-repo"

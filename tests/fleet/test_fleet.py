@@ -29,8 +29,8 @@ from typing import Iterator
 import pytest
 
 from conftest import REPO
-from debimage import Chroot
-from matrix import in_matrix
+from harness.debimage import Chroot
+from harness.matrix import in_matrix
 
 from .conftest import bzimage, fresh_tree, newest_kernel
 
@@ -175,9 +175,9 @@ def test_needrestart_expects_the_kernel_kexec_auto_selected(machine):
     # with the stand-in release running, and TRIES=1 (at the default of
     # two, the first failure leaves NEW selected for one more try).
     assert select(chroot, "PIN=", "FLAVOUR=cloud-amd64", "TRIES=1") == new
-    chroot.run(["python3", "-c", "from kexec_auto import app, assess; app.change_boot_state('/', "
-                f"lambda s: assess.assess_boot(assess.start_trial(s, {new!r}, app.now()), {running!r}, "
-                "app.now(), tries=1))"])
+    chroot.run(["python3", "-c", "from kexec_auto import assess, bootstate, clock; bootstate.change_boot_state('/', "
+                f"lambda s: assess.assess_boot(assess.start_trial(s, {new!r}, clock.now()), {running!r}, "
+                "clock.now(), tries=1))"])
     chroot.run("kexec-auto update")
     assert json.loads(chroot.run("kexec-auto status --json", check=False).stdout)["bad_kernels"].keys() == {new}
     assert needrestart(chroot) == {"KCUR": running, "KEXP": old, "KSTA": "3"}

@@ -1,6 +1,6 @@
 """Scenarios on real boot paths: firmware and Debian's GRUB, then kexec-auto.
 
-Each disk (layouts "bios", "uefi", "secureboot", see debimage.py) boots
+Each disk (layouts "bios", "uefi", "secureboot", see harness/debimage.py) boots
 through its firmware and GRUB, whose default entry is pinned to the provider
 kernel like a provider's choice.  kexec-auto and a newer kernel are installed
 at build time (natively, in the chroot; the kernel's install runs update-grub).
@@ -132,7 +132,8 @@ MEASURE = r"""systemctl is-system-running --wait >/dev/null 2>&1
 ka_run chain systemd-analyze critical-chain multi-user.target
 ka_run blame sh -c 'systemd-analyze blame | head -n 25'
 for u in kexec-auto-boot.service kexec-auto-load.service; do
-    ka_result "times.$u" "$(systemctl show -P ActiveEnterTimestampMonotonic -P InactiveExitTimestampMonotonic -P ExecMainStartTimestampMonotonic -P ExecMainExitTimestampMonotonic "$u" | tr '\n' ' ')"
+    ka_result "times.$u" "$(systemctl show -P ActiveEnterTimestampMonotonic -P InactiveExitTimestampMonotonic \
+        -P ExecMainStartTimestampMonotonic -P ExecMainExitTimestampMonotonic "$u" | tr '\n' ' ')"
 done
 ka_result times.multi-user "$(systemctl show -P ActiveEnterTimestampMonotonic multi-user.target)"
 ka_run watchdog_unit journalctl -b --no-pager -o short-monotonic -u kexec-auto-trial-watchdog.service

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import debimage
+from harness import debimage
 
 APPEND = "root=/dev/vda rw console=ttyS0 panic=5"
 
@@ -54,7 +54,8 @@ while systemctl list-jobs --no-legend 2>/dev/null | grep -q '[[:space:]]kexec-au
     i=$((i + 1)); [ "$i" -gt 1500 ] && break
     sleep 0.2
 done
-if systemctl list-jobs --no-legend 2>/dev/null | grep -Eq '[[:space:]](kexec|reboot|poweroff|halt)\.target[[:space:]]' ||
+stopping='[[:space:]](kexec|reboot|poweroff|halt)\.target[[:space:]]'
+if systemctl list-jobs --no-legend 2>/dev/null | grep -Eq "$stopping" ||
    [ "$(systemctl is-system-running)" = stopping ]; then
     echo "KA-SKIP the boot is being shut down (hand-off)"
     exit 0

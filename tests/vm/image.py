@@ -1,7 +1,7 @@
 """Disk images for kexec-auto's VM tests: the names the VM suite uses.
 
 Everything is built by the one Debian tree and image builder,
-tests/debimage.py (cached trees, per-session work directories, disk layouts,
+tests/harness/debimage.py (cached trees, per-session work directories, disk layouts,
 qemu command lines); this module keeps the VM suite's names for it.
 
 A cached tree per suite carries the "provider" kernel: the old kernel that
@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import debimage
-from debimage import (  # noqa: F401  (re-exported)
+from harness import debimage
+from harness.debimage import (  # noqa: F401  (re-exported)
     CACHE_ENV, DEFAULT_CACHE, FIRMWARE, KERNEL_SERIES, LAYOUTS, MIRROR, SECURITY_MIRROR, BaseTree,
     BuildError, Chroot, base_tree, cache_dir, configure_grub, configure_guest, copy_tree, firmware_vars,
     install_boot_loader_files, locked, make_disk, make_image, panicking_initrd, pick_kernels,

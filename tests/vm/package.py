@@ -1,9 +1,9 @@
-"""kexec-auto's .deb for the VM images, built once per session (tests/debbuild.py)."""
+"""kexec-auto's .deb for the VM images, built once per session (tests/harness/debbuild.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from debbuild import release_build, session_build
+from harness.debbuild import release_build, session_build
 
 
 def build_deb(suite: str | None = None) -> Path:

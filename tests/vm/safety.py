@@ -222,7 +222,8 @@ ka_result trace_panic "$(cat /proc/sys/kernel/panic)"
 ka_result trace_watchdog "$(systemctl show -P RuntimeWatchdogUSec)"
 ka_result trace_watchdog_dropin "$(ls /run/systemd/system.conf.d 2>/dev/null)"
 ka_result trace_softdog "$(grep -c '^softdog ' /proc/modules)"
-ka_result trace_units "$(systemctl list-units --all --plain --no-legend 'kexec-auto-trial*' 'kexec-auto-fail-trial*' | awk '{print $1 "=" $3 "/" $4}')"
+ka_result trace_units "$(systemctl list-units --all --plain --no-legend 'kexec-auto-trial*' 'kexec-auto-fail-trial*' \
+    | awk '{print $1 "=" $3 "/" $4}')"
 ka_result trace_emergency "$(systemctl show -P Wants emergency.target)"
 ka_result trace_bless_timeout "$(systemctl show -P JobTimeoutUSec kexec-auto-bless.service)"
 ka_result trace_generated "$(ls /run/systemd/generator 2>/dev/null | grep -c kexec-auto)"
@@ -250,7 +251,8 @@ def _stages(plan: Plan):
     def stages(base: image.BaseTree) -> list[str]:
         lib = (scenarios.ASSESS_LIB + LIB).replace("@NEW@", base.newest).replace("@DEADLINE@", str(plan.deadline))
         # the boot assessment runs in kexec-auto-boot.service, the load in kexec-auto-load.service
-        journal = "ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-boot.service -u kexec-auto-load.service\n"
+        journal = ("ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-boot.service"
+                   " -u kexec-auto-load.service\n")
         out: list[str] = []
         for mode in plan.modes:
             first = "coldreboot" if plan.handoff else "reboot"

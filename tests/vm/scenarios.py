@@ -16,13 +16,14 @@ from typing import Callable, Iterator, Sequence
 
 import pytest
 
-import debbuild
-from matrix import FULL_ONLY, MATRIX_ENV, full_matrix, in_matrix  # noqa: F401 (used by the VM modules)
+from harness import debbuild
+from harness.matrix import FULL_ONLY, MATRIX_ENV, full_matrix, in_matrix  # noqa: F401 (used by the VM modules)
 
 from . import guest, image, package
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SUITES = ("bookworm", "trixie")
+
 
 def suites(ci: Sequence[str], extra: Sequence[str] = ()) -> pytest.MarkDecorator:
     """Parametrize a module's tests by suite (SUITES, then extra): ci in CI,
@@ -282,8 +283,7 @@ ka_wait_bless() {
         i=$((i + 1)); [ "$i" -gt 360 ] && break
         sleep 0.5
     done
-    ka_result bless "$(systemctl show -P Result kexec-auto-bless.service) status=$(systemctl show -P ExecMainStatus kexec-auto-bless.service) waited=$((i / 2))s"
+    ka_result bless "$(systemctl show -P Result kexec-auto-bless.service)" \
+        "status=$(systemctl show -P ExecMainStatus kexec-auto-bless.service) waited=$((i / 2))s"
 }
 """
-
-

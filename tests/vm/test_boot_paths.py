@@ -186,7 +186,8 @@ def test_failed_load_at_shutdown_falls_back_to_firmware_and_is_reported(vm_runs,
         landed(chain, 4, base.provider, kexec=False)
         back = chain.boot(5)
         status = json.loads(back.results["status_json"])
-        assert any(f"loading /boot/vmlinuz-{base.newest} at shutdown failed" in e for e in status["boot_events"]), status
+        assert any(f"loading /boot/vmlinuz-{base.newest} at shutdown failed" in e
+                   for e in status["boot_events"]), status
         journal = back.results.get("journal.out", "")
         assert "the last reboot did not go through kexec" in journal, journal
         # the image without its signature is no longer selected

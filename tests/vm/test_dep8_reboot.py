@@ -2,7 +2,7 @@
 newest kernel: kexec-auto's DEP-8 reboot test, run by autopkgtest on the
 upgraded machine.
 
-The machine is the tree tests/dist_upgrade.py upgrades in a chroot (checked
+The machine is the tree tests/harness/dist_upgrade.py upgrades in a chroot (checked
 there by tests/chroot/test_dist_upgrade.py), made into a disk and booted in
 qemu with the bookworm provider kernel as a fixed -kernel: a firmware reset
 would come back to that kernel.  autopkgtest (virt server ssh, with
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-import autopkgtest_run
-import debimage
-import dist_upgrade
-from matrix import FULL_ONLY, full_matrix
-from debbuild import release_build
+from harness import autopkgtest_run
+from harness import debimage
+from harness import dist_upgrade
+from harness.matrix import FULL_ONLY, full_matrix
+from harness.debbuild import release_build
 
 from . import guest, scenarios
 

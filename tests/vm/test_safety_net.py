@@ -13,7 +13,6 @@ nothing of the safety net behind and not be reset after its deadline.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -88,7 +87,7 @@ def test_every_failed_trial_comes_back_by_itself(vm_runs, suite, plan):
              for mode, attempt, reset, back in safety.recovery_times(chain, plan)]
     print("\n".join(lines))
     scenarios.ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (scenarios.ARTIFACTS / f"recovery-{suite}-{plan.name}.txt").write_text("".join(f"{l}\n" for l in lines))
+    (scenarios.ARTIFACTS / f"recovery-{suite}-{plan.name}.txt").write_text("".join(f"{line}\n" for line in lines))
     with step(chain, suite, plan.name):
         assert chain.error is None and chain.ended, (chain.error, safety.chain_boots(chain))
         assert built.notes["tries"] == str(plan.tries), built.notes

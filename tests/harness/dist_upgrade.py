@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import debbuild
-import debimage
+from harness import debbuild
+from harness import debimage
 
 FROM, TO = "bookworm", "trixie"
 REPO_INSIDE = "/srv/kexec-auto-upgrade-repo"

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import debimage
+from harness import debimage
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 DEBIAN_ENV = {
     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
     "LC_ALL": "C.UTF-8",
@@ -122,7 +122,8 @@ def release_changelog(changelog: str, suite: str, date: str) -> tuple[str, str]:
     The development release builds the changelog as it is; a stable one
     gets a backport entry on top, as Debian's backports do.
 
-    >>> text = "kexec-auto (0.1.0) unstable; urgency=medium\\n\\n  * x\\n\\n -- A <a@b>  Wed, 25 Nov 2026 12:00:00 +0000\\n"
+    >>> text = ("kexec-auto (0.1.0) unstable; urgency=medium\\n\\n  * x\\n\\n"
+    ...         " -- A <a@b>  Wed, 25 Nov 2026 12:00:00 +0000\\n")
     >>> new, version = release_changelog(text, "trixie", "Thu, 26 Nov 2026 12:00:00 +0000")
     >>> version, new.splitlines()[0]
     ('0.1.0~bpo13+1', 'kexec-auto (0.1.0~bpo13+1) trixie-backports; urgency=medium')

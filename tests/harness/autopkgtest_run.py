@@ -14,15 +14,14 @@ no container engine):
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import debbuild
-import debimage
+from harness import debbuild
+from harness import debimage
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

@@ -99,6 +99,7 @@ def previous_release_pin(previous: str) -> str:
     return "\n".join(f"Package: *\nPin: release n={previous}{part}\nPin-Priority: 100\n"
                      for part in ("", "-security", "-updates"))
 
+
 HOST_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LC_ALL": "C.UTF-8",
