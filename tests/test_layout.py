@@ -1,5 +1,5 @@
 """The shape of the package: layers whose arrows only point down, no
-circles, short modules.
+circles, short modules, and a README whose layout says what is there.
 
 Each module belongs to one layer.  A module imports only from its own
 layer or the ones below (entry points may import anything), and within a
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import pkgutil
+import re
 
 import kexec_auto
 from conftest import REPO
@@ -87,3 +88,24 @@ def test_modules_stay_short():
     long = {name: n for name in modules()
             if (n := len((PACKAGE / f"{name}.py").read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def readme_layout() -> dict[str, str]:
+    """Module -> description, from the README's "Layout" section."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^  \* `(\w+)`: (.+)$", section, re.M))
+
+
+def summary(name: str) -> str:
+    """A module's docstring, first sentence."""
+    doc = ast.get_docstring(ast.parse((PACKAGE / f"{name}.py").read_text())) or ""
+    return " ".join(doc.split("\n\n")[0].split()).split(". ")[0].rstrip(".")
+
+
+def test_readme_layout_names_every_module_as_its_docstring_does():
+    described = readme_layout()
+    assert sorted(described) == [m for m in modules() if m not in ("__init__", "__main__")]
+    wrong = {name: (text, summary(name)) for name, text in described.items()
+             if text.rstrip(".") != summary(name)}
+    assert wrong == {}
