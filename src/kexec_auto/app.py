@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from . import assess, bootscan, files, host, kexectools, lock
+from . import assess, bootscan, debconf, files, host, kexectools, lock, settings
 from .bootstate import read_boot_state
 from .cmdline import build_cmdline, max_length
-from .config import CONFIG_PATH, Config, ConfigError
+from .config import CONFIG_PATH, KEYS, Config, ConfigError, validate
 from .kexectools import DEFAULT_KEXEC
 from .log import Log, stderr_log
 from .paths import at, unroot
@@ -216,4 +216,36 @@ def arm(root: str, plan: Optional[Plan] = None, log: Log = stderr_log) -> int:
         same = False
     if not same:
         files.write_atomic(conf, text)
+    return 0
+
+
+def _changes(config: Config, assignment: str) -> bool:
+    """Whether KEY=VALUE gives KEY another value than ``config`` has
+    (ConfigError when VALUE is invalid)."""
+    key, _, text = assignment.partition("=")
+    return validate(key, text) != getattr(config, KEYS[key][0]) if key in KEYS else True
+
+
+@lock.exclusive
+def apply_debconf(root: str, given: dict[str, str], log: Log = stderr_log) -> int:
+    """Write the debconf answers in ``given`` into the settings file (the
+    postinst).  An answer the file cannot take is refused with its reason
+    and leaves its settings as they are; the others are written all the
+    same, and the package still configures."""
+    config, _ = load_config(root)
+    for question, assignments in debconf.settings(given, config):
+        release = given.get("release", "")
+        if question == "release" and not at(root, f"/boot/vmlinuz-{release}").exists():
+            log(f"kernel release {release!r} is not installed (no /boot/vmlinuz-{release}); "
+                f"{CONFIG_PATH} keeps its current value")
+            continue
+        try:
+            # Only what changes a setting is written: a file that already
+            # says what the answers say stays byte for byte as it is.
+            changes = [a for a in assignments if _changes(config, a)]
+            if changes:
+                settings.set_settings(root, changes)
+        except ConfigError as error:
+            log(f"error: {' '.join(str(error).split())}")
+            log(f"the answer for kexec-auto/{question} was refused; {CONFIG_PATH} keeps its current value")
     return 0

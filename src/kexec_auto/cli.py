@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     p = sub.add_parser("get", parents=[common], help="print settings from /etc/default/kexec-auto, one per line")
     p.add_argument("keys", nargs="+", metavar="KEY")
+    sub.add_parser("debconf-answers", parents=[common],
+                   help="print the debconf answers that /etc/default/kexec-auto stands for (debian/config)")
+    p = sub.add_parser("debconf-apply", parents=[common],
+                       help="write debconf answers into /etc/default/kexec-auto (debian/postinst)")
+    p.add_argument("answers", nargs="*", metavar="QUESTION=VALUE")
     return parser
 
 
@@ -184,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import app, reboot, report, settings
+    from . import app, debconf, reboot, report, settings
     from .config import ConfigError
     from .log import stderr_log
     from .render import RenderError
@@ -227,6 +232,18 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "set":
             settings.set_settings(args.root, args.assignments)
             return EXIT_OK
+        if args.command == "debconf-answers":
+            if settings.read_config_text(args.root) is None:
+                return EXIT_OK  # no file: nothing to seed from
+            config, _ = settings.load_config(args.root)
+            print("".join(f"{question} {value}\n" for question, value in debconf.answers(config)), end="")
+            return EXIT_OK
+        if args.command == "debconf-apply":
+            given = dict(answer.partition("=")[::2] for answer in args.answers)
+            unknown = sorted(set(given) - set(debconf.QUESTIONS))
+            if unknown:
+                raise ConfigError(f"unknown debconf question {unknown[0]}")
+            return app.apply_debconf(args.root, given)
         if args.command == "get":
             config, _ = settings.load_config(args.root)
             values = [settings.setting_text(config, key) for key in args.keys]
