@@ -23,7 +23,7 @@ if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
 # The x86 boot protocol header: "HdrS" at 0x202 marks a bzImage.
-BZIMAGE = b"\0" * 0x202 + b"HdrS" + b"\0" * 0x1FA
+BZIMAGE = b"\0" * 0x1F1 + b"\x01" + b"\0" * 0x10 + b"HdrS" + b"\0" * 0x1FA  # setup_sects 1: 1 KiB long
 
 
 class FakeRoot:
@@ -95,18 +95,29 @@ def root(tmp_path) -> FakeRoot:
     return FakeRoot(tmp_path / "root")
 
 
-def pe_image(signed: bool, magic: int = 0x20B) -> bytes:
-    """A bzImage with an EFI stub's PE header, as Debian's kernels have."""
-    image = bytearray(BZIMAGE + b"\0" * 1024)
+def pe_image(signed: bool, magic: int = 0x20B, length: int = 4096) -> bytes:
+    """A bzImage with an EFI stub's PE header, as Debian's kernels have:
+    one section from 1 KiB to the signature (256 bytes, when ``signed``)
+    or the end, ``length`` bytes in all."""
+    image = bytearray(BZIMAGE + b"\0" * (length - len(BZIMAGE)))
     image[0:2] = b"MZ"
     pe = 0x80
     image[0x3C:0x40] = pe.to_bytes(4, "little")
     image[pe:pe + 4] = b"PE\0\0"
+    image[pe + 6:pe + 8] = (1).to_bytes(2, "little")  # one section
     optional = pe + 24
+    size = 240 if magic == 0x20B else 224
+    image[pe + 20:pe + 22] = size.to_bytes(2, "little")
     image[optional:optional + 2] = magic.to_bytes(2, "little")
+    certificates = 0x100 if signed else 0
+    section = optional + size
+    image[section:section + 8] = b".text\0\0\0"
+    image[section + 16:section + 24] = ((length - 1024 - certificates).to_bytes(4, "little")
+                                        + (1024).to_bytes(4, "little"))
     security = optional + (112 if magic == 0x20B else 96) + 4 * 8
     if signed:
-        image[security:security + 8] = (0x400).to_bytes(4, "little") + (0x700).to_bytes(4, "little")
+        image[security:security + 4] = (length - certificates).to_bytes(4, "little")
+        image[security + 4:security + 8] = certificates.to_bytes(4, "little")
     return bytes(image)
 
 

@@ -18,8 +18,8 @@ PACKAGE = REPO / "src" / "kexec_auto"
 
 #: bottom up; the README's "Layout" names the same layers
 LAYERS = {
-    "core": {"assess", "bootimage", "clock", "cmdline", "config", "debconf", "metrics", "policy", "release", "render",
-             "shfile", "trial"},
+    "core": {"assess", "bootimage", "clock", "cmdline", "config", "debconf", "initrd", "metrics", "policy",
+             "release", "render", "shfile", "trial"},
     "system": {"bootscan", "bootstate", "commands", "files", "host", "kexec", "kexectools", "lastboot", "lock",
                "log", "paths", "safetynet", "settings"},
     "application": {"app", "reboot", "report"},

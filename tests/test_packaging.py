@@ -311,7 +311,7 @@ def sourced_value(conf: Path, key: str) -> str:
 
 
 # A kernel image is anything with the bzImage header; the core checks it.
-BZIMAGE = b"\0" * 0x202 + b"HdrS" + b"\0" * 0x1FA
+BZIMAGE = b"\0" * 0x1F1 + b"\x01" + b"\0" * 0x10 + b"HdrS" + b"\0" * 0x1FA  # setup_sects 1: 1 KiB long
 
 
 class Sandbox:

@@ -1,8 +1,8 @@
 """The kernels installed in /boot and by dpkg, as found on disk.
 
-:func:`find_kernels` lists every ``/boot/vmlinuz-*`` with what its image
-and its initrd show; whether each can be booted is policy's to say (see
-policy.image_problem).
+:func:`find_kernels` lists every ``/boot/vmlinuz-*``, whatever it is, with
+what its image and its initrd show (bootimage, initrd); whether each can be
+booted is policy's to say (see policy.image_problem).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import Optional
 
-from . import bootimage, files, host, policy
+from . import bootimage, files, host, initrd, policy
 from .paths import at, is_host
 from .policy import Kernel
 from .release import unsafe_release
@@ -24,38 +24,71 @@ DPKG_STATUS_LIMIT = 256 << 20
 _IMAGE_PACKAGE_PREFIX = "linux-image-"
 
 
-def read_header(path: Path, size: int = bootimage.HEADER_SIZE) -> Optional[bytes]:
-    """The first ``size`` bytes of a regular file, without blocking; None
-    when it does not exist."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+def _open(path: Path) -> int:
+    """A descriptor of the regular file ``path``, opened without blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise files.FileError(f"{path}: not a regular file")
+    return fd
+
+
+def read_header(path: Path, size: int = bootimage.HEADER_SIZE) -> tuple[bytes, int]:
+    """The first ``size`` bytes of the regular file ``path`` and its size;
+    FileNotFoundError when it does not exist."""
+    fd = _open(path)
     try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise files.FileError(f"{path}: not a regular file")
-        return os.read(fd, size)
+        return os.read(fd, size), os.fstat(fd).st_size
     finally:
         os.close(fd)
 
 
-#: enough of an image to judge it: its boot header and its PE header
-JUDGE_SIZE = 4096
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def not_regular(path: Path) -> str:
+    """Why ``path`` (resolved inside its root) is no regular file; '' when it is one."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "a dangling symbolic link" if os.path.islink(path) or not path.exists() else "missing"
+    except OSError as error:
+        return f"unreadable: {error.strerror or error}"
+    if stat.S_ISREG(info.st_mode):
+        return ""
+    return f"not a regular file ({_KINDS.get(stat.S_IFMT(info.st_mode), 'not a file')})"
 
 
 def _image_problem(path: Path) -> tuple[str, Optional[bool]]:
     """Why ``path`` is no bootable image of this machine ('' when it is),
     and whether it is signed (None: not an EFI image)."""
     try:
-        header = read_header(path, JUDGE_SIZE) or b""
+        header, size = read_header(path)
     except OSError as error:
         return f"unreadable: {error.strerror or error}", None
-    if platform.machine() in bootimage.X86_MACHINES:
-        problem = bootimage.x86_problem(header)
-    else:
-        problem = "" if header else "empty file"
-    return problem, bootimage.pe_signed(header)
+    return bootimage.image_problem(header, size, platform.machine()), bootimage.pe_signed(header)
+
+
+def _initrd_problem(path: Path) -> str:
+    """Why the initrd ``path`` is not whole ('' when, as far as can be told, it is)."""
+    try:
+        fd = _open(path)
+        try:
+            problem = initrd.problem(lambda offset, size: os.pread(fd, size, offset), os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        problem = f"unreadable: {error.strerror or error}"
+    return f"initrd {path.name} is {problem}" if problem else ""
+
+
+def _banner_release(path: Path) -> Optional[str]:
+    try:
+        with open(path, "rb") as handle:
+            return bootimage.banner_release(handle.read(files.LIMIT * 128))
+    except OSError:
+        return None
 
 
 def image_release(root: str, image: str) -> Optional[str]:
@@ -66,10 +99,12 @@ def image_release(root: str, image: str) -> Optional[str]:
     path = at(root, image)
     real = Path(os.path.realpath(path)) if is_host(root) else path
     try:
-        header = read_header(real) or b""
+        header = read_header(real, bootimage.X86_VERSION_WINDOW)[0]
     except OSError:
         header = b""
-    release = bootimage.x86_release(header)
+    release = bootimage.header_release(header)
+    if release is None and bootimage.image_format(header) == "arm64":
+        release = _banner_release(real)
     if release and not unsafe_release(release):
         return release
     name = real.name
@@ -91,8 +126,6 @@ def find_kernels(root: str) -> list[Kernel]:
         if not name.startswith("vmlinuz-"):
             continue
         path = at(root, f"/{BOOT}/{name}")
-        if not path.is_file():
-            continue
         release = name[len("vmlinuz-"):]
         unsafe = unsafe_release(release)
         if unsafe:
@@ -100,16 +133,19 @@ def find_kernels(root: str) -> list[Kernel]:
             shown = release.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             kernels.append(Kernel(shown, f"/{BOOT}/vmlinuz-{shown}", None, policy.unsafe_name_problem(unsafe)))
             continue
-        image_problem, signed = ("", None) if policy.stray_problem(release) else _image_problem(path)
         initrd_name = f"initrd.img-{release}"
         initrd_path = at(root, f"/{BOOT}/{initrd_name}")
         has_initrd = initrd_path.is_file() and initrd_path.stat().st_size > 0
+        image_problem, signed, initrd_problem = not_regular(path), None, ""
+        if not image_problem and not policy.stray_problem(release):
+            image_problem, signed = _image_problem(path)
+            initrd_problem = _initrd_problem(initrd_path) if has_initrd and not image_problem else ""
         kernels.append(
             Kernel(
                 release=release,
                 image=f"/{BOOT}/{name}",
                 initrd=f"/{BOOT}/{initrd_name}" if has_initrd else None,
-                problem=policy.image_problem(release, image_problem, lockdown, signed),
+                problem=policy.image_problem(release, image_problem or initrd_problem, lockdown, signed),
             )
         )
     return kernels
