@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 from typing import Optional, Sequence
 
 from . import __version__
+from .log import one_line
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_KEXEC = 0, 1, 2, 3
 # Commands after which the metrics file is brought up to date.
@@ -164,15 +166,18 @@ def _print_status(data: dict) -> None:
             print(f"  {event}")
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split("\n")) or error.__class__.__name__
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .log import standard_streams
+
+    standard_streams()
     for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
+        if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")  # odd bytes in names never crash output
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except OSError as error:  # --help or a usage error with nowhere to print it
+        print(f"kexec-auto: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return _run(args)
     except BrokenPipeError:  # e.g. "kexec-auto list | head -1"
@@ -184,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:  # noqa: BLE001 - one line, never a traceback
         from .log import stderr_log
 
-        stderr_log(f"error: unexpected {error.__class__.__name__}: {_one_line(error)}")
+        stderr_log(f"error: unexpected {error.__class__.__name__}: {one_line(error)}")
         return EXIT_ERROR
 
 
@@ -252,7 +257,7 @@ def _run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         raise
     except (ConfigError, RenderError, OSError) as error:
-        stderr_log(f"error: {_one_line(error)}")
+        stderr_log(f"error: {one_line(error)}")
         return EXIT_ERROR
     finally:
         if args.command in STATE_CHANGING and not getattr(args, "dry_run", False):

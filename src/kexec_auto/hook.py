@@ -38,14 +38,11 @@ def should_act(kind: str, deb_maint_params: Optional[str]) -> bool:
 
 
 def run(kind: str, argv: Sequence[str]) -> int:
-    # Hooks may run under debconf: no stdin, and stdout belongs to it.
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    os.dup2(2, 1)
-    if isinstance(sys.stderr, io.TextIOWrapper):
-        sys.stderr.reconfigure(errors="backslashreplace")  # a release that is not UTF-8 is still printed
-    sys.stdout = sys.stderr
+    """Act as the hook in directory ``kind``; always 0, whatever happens."""
+    try:
+        _streams()
+    except OSError:
+        pass  # no descriptor to say it on, and nothing to stop the hook
     try:
         if not should_act(kind, os.environ.get("DEB_MAINT_PARAMS")):
             return 0
@@ -58,11 +55,27 @@ def run(kind: str, argv: Sequence[str]) -> int:
         app.update(root, quiet=False)
         report.write_metrics(root)
     except Exception as error:  # noqa: BLE001 - a hook must not break apt
+        from .log import one_line
+
         release = f" for kernel {argv[0]}" if argv else ""
-        what = " ".join(str(error).split("\n")) or error.__class__.__name__
-        print(
-            f"kexec-auto: error{release}: {what}; /etc/default/kexec left unchanged "
-            f"(kernel installation continues)",
-            file=sys.stderr,
-        )
+        try:
+            print(f"kexec-auto: error{release}: {one_line(error)}; /etc/default/kexec left unchanged "
+                  f"(kernel installation continues)", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - not even this may fail the kernel's installation
+            pass
     return 0
+
+
+def _streams() -> None:
+    """Hooks may run under debconf: no stdin, and stdout belongs to it, so
+    both go elsewhere (/dev/null, stderr), whichever descriptors are closed."""
+    from .log import standard_streams
+
+    standard_streams()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    if isinstance(sys.stderr, io.TextIOWrapper):
+        sys.stderr.reconfigure(errors="backslashreplace")  # a release that is not UTF-8 is still printed
+    sys.stdout = sys.stderr
