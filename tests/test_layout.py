@@ -21,7 +21,7 @@ LAYERS = {
     "core": {"assess", "bootimage", "clock", "cmdline", "config", "debconf", "initrd", "metrics", "policy",
              "release", "render", "shfile", "trial"},
     "system": {"bootscan", "bootstate", "commands", "files", "host", "kexec", "kexectools", "lastboot", "lock",
-               "log", "paths", "safetynet", "settings"},
+               "log", "managed", "paths", "safetynet", "settings"},
     "application": {"app", "reboot", "report"},
     "entry": {"__init__", "__main__", "cli", "hook"},
 }

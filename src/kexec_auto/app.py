@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from . import assess, bootscan, debconf, files, host, kexectools, lock, settings
+from . import assess, bootscan, debconf, files, host, kexectools, lock, managed, settings
 from .bootstate import read_boot_state
 from .cmdline import build_cmdline, max_length
 from .config import CONFIG_PATH, KEYS, Config, ConfigError, validate
@@ -107,7 +107,7 @@ def show_diff(root: str, log: Log = stderr_log) -> int:
     target = at(root, DEFAULT_KEXEC)
     current = files.read_text(target, errors="surrogateescape") or ""
     if not plan.config.enabled:
-        original = at(root, f"{files.STATE_DIR}/kexec{files.ORIG_SUFFIX}")
+        original = at(root, f"{files.STATE_DIR}/kexec{managed.ORIG_SUFFIX}")
         held = os.path.lexists(original) or os.path.lexists(f"{original}-absent")
         content = (files.read_text(original, errors="surrogateescape") or "") if held else current
         log(f"disabled (ENABLED=false in {CONFIG_PATH})")
@@ -133,11 +133,11 @@ def update(root: str, quiet: bool = False, log: Log = stderr_log, plan: Optional
     for message in plan.selection.errors:
         log(f"error: {message}")
     key = plan.render_key()
-    if files.unchanged_since(target, state_dir, key):
-        result = files.WriteResult(changed=False)  # rendering would give what is there
+    if managed.unchanged_since(target, state_dir, key):
+        result = managed.WriteResult(changed=False)  # rendering would give what is there
     else:
         files.make_dirs(target.parent)
-        result = files.replace_managed(target, plan.render(), state_dir, key)
+        result = managed.replace_managed(target, plan.render(), state_dir, key)
     if result.kept_original:
         log(f"kept the original {DEFAULT_KEXEC} as {unroot(root, result.kept_original)}")
     if result.kept_edit:
@@ -159,7 +159,7 @@ def _disable(root: str, plan: Plan, target: Path, state_dir: Path, log: Log, qui
     """ENABLED=false: give /etc/default/kexec back as it was before
     kexec-auto, so that no kernel stays named there, and withdraw the
     boot loader entry."""
-    result = files.release_managed(target, state_dir)
+    result = managed.release_managed(target, state_dir)
     if result.kept_edit:
         log(f"warning: {DEFAULT_KEXEC} was edited by hand; that version is kept as {unroot(root, result.kept_edit)}")
     if result.restored:

@@ -9,23 +9,19 @@ Reading (:func:`read_bytes`, :func:`read_text`):
 * Content is bytes where it may not be text; text must be UTF-8 or the
   error names the file.
 
-Writing (:func:`write_atomic`, :func:`replace_managed`):
+Writing (:func:`write_atomic`):
 
 * Writes are atomic: a temporary file in the same directory, fsync, rename,
-  fsync of the directory.  A crash or a full disk leaves the old file whole.
-* A replaced file keeps its mode and owner; a copy kept aside keeps the
-  mode and owner of what it copies, so nothing becomes more readable.
+  fsync of the directory.  A crash or a full disk leaves the old file whole,
+  and the error names the file.
+* A replaced file keeps its mode and owner (or takes those it is given).
 * Directories are created 0755 whatever the umask.
-* Nothing is rewritten when the content is unchanged.
-* Before kexec-auto first replaces a file it did not write, the original is
-  kept in the state directory, so purging kexec-auto can restore it.
-* A file edited by hand since kexec-auto last wrote it is copied aside
-  (``<file>.kexec-auto-old``) before being replaced, and the caller says so.
+
+Files kexec-auto takes over from others are managed (see managed).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import stat
@@ -34,12 +30,6 @@ from pathlib import Path
 from typing import Optional, Union
 
 STATE_DIR = "/var/lib/kexec-auto"
-ORIG_SUFFIX = ".orig"  # the file as it was before kexec-auto took it over
-ABSENT_SUFFIX = ".orig-absent"  # there was no file before kexec-auto
-WRITTEN_SUFFIX = ".written"  # what kexec-auto last wrote
-KEY_SUFFIX = ".written-key"  # digest of what that content was rendered from
-OLD_SUFFIX = ".kexec-auto-old"
-
 LIMIT = 1 << 20  # default size limit of a file kexec-auto reads
 DIR_MODE = 0o755
 FILE_MODE = 0o644
@@ -126,11 +116,37 @@ def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
         os.chmod(directory, mode)
 
 
+class WriteError(OSError):
+    """A write that failed; its message names the file and says that the
+    file is left as it was."""
+
+    def __init__(self, path: Path, error: OSError):
+        super().__init__(error.errno, f"{error.strerror or error}; it is left as it was", str(path))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _rename(source: Union[str, Path], target: Union[str, Path]) -> None:
+    os.rename(source, target)
+
+
+def _unlink(path: Union[str, Path]) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def write_atomic(
     path: Path, content: Union[str, bytes], mode: Optional[int] = None, like: Optional[os.stat_result] = None
 ) -> None:
     """Replace ``path`` by ``content`` atomically; on any error the old file
-    stays as it was and no temporary file is left behind.
+    stays as it was, no temporary file is left behind, and WriteError names
+    ``path``.
 
     The new file gets the mode and owner of ``like`` when given, else those
     of the file it replaces, else ``mode`` (default 0644) and our owner.
@@ -142,147 +158,33 @@ def write_atomic(
                 like = existing
         except (FileNotFoundError, NotADirectoryError):
             pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encode(content))
-            handle.flush()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise WriteError(path, error) from None
+    try:
+        try:
+            _write_all(fd, encode(content))
             if like is not None:
                 if (like.st_uid, like.st_gid) != (os.geteuid(), os.getegid()):
                     try:
-                        os.fchown(handle.fileno(), like.st_uid, like.st_gid)
+                        os.fchown(fd, like.st_uid, like.st_gid)
                     except PermissionError:
                         pass  # not root: the copy is ours, with the same mode
-                os.fchmod(handle.fileno(), stat.S_IMODE(like.st_mode))
+                os.fchmod(fd, stat.S_IMODE(like.st_mode))
             else:
-                os.fchmod(handle.fileno(), FILE_MODE if mode is None else mode)
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+                os.fchmod(fd, FILE_MODE if mode is None else mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _rename(tmp, path)
+    except BaseException as error:
+        _unlink(tmp)
+        if isinstance(error, OSError):
+            raise WriteError(path, error) from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def _free_name(path: Path) -> Path:
-    if not os.path.lexists(path):
-        return path
-    number = 1
-    while os.path.lexists(f"{path}.{number}"):
-        number += 1
-    return Path(f"{path}.{number}")
-
-
-def _stat(path: Path) -> Optional[os.stat_result]:
-    try:
-        return os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-@dataclasses.dataclass(frozen=True)
-class WriteResult:
-    changed: bool
-    kept_original: Optional[Path] = None  # first takeover: original saved here
-    kept_edit: Optional[Path] = None  # hand edit saved here
-    restored: bool = False  # (release) the original is back in place
-    removed: bool = False  # (release) the file kexec-auto had created is gone
-
-
-def _state(state_dir: Path, path: Path, suffix: str) -> Optional[bytes]:
-    # kexec-auto's own files: never through a symbolic link.
-    return read_bytes(state_dir / f"{path.name}{suffix}", follow=False)
-
-
-def unchanged_since(path: Path, state_dir: Path, key: str) -> bool:
-    """Whether ``path`` still holds what kexec-auto last wrote, rendered from
-    inputs with digest ``key``: then rendering again would change nothing."""
-    if _state(state_dir, path, KEY_SUFFIX) != key.encode():
-        return False
-    written = _state(state_dir, path, WRITTEN_SUFFIX)
-    return written is not None and read_bytes(path) == written
-
-
-def replace_managed(path: Path, content: Union[str, bytes], state_dir: Path, key: str = "") -> WriteResult:
-    """Make ``path`` hold ``content``, keeping what must not be lost.
-    ``key`` identifies the inputs ``content`` was rendered from."""
-    result = _replace_managed(path, encode(content), state_dir)
-    key_file = state_dir / f"{path.name}{KEY_SUFFIX}"
-    if key and _state(state_dir, path, KEY_SUFFIX) != key.encode():
-        write_atomic(key_file, key)
-    return result
-
-
-def _replace_managed(path: Path, content: bytes, state_dir: Path) -> WriteResult:
-    current = read_bytes(path)
-    written = state_dir / f"{path.name}{WRITTEN_SUFFIX}"
-    last = _state(state_dir, path, WRITTEN_SUFFIX)
-    if current == content:
-        if last != content:
-            make_dirs(state_dir)
-            write_atomic(written, content, like=_stat(path))
-        return WriteResult(changed=False)
-
-    kept_original = kept_edit = None
-    make_dirs(state_dir)
-    orig = state_dir / f"{path.name}{ORIG_SUFFIX}"
-    absent = state_dir / f"{path.name}{ABSENT_SUFFIX}"
-    taken_over = os.path.lexists(orig) or os.path.lexists(absent)
-    if not taken_over:
-        if current is None:
-            write_atomic(absent, b"")
-        else:
-            write_atomic(orig, current, like=_stat(path))
-            kept_original = orig
-    elif current is not None and current != last:
-        kept_edit = _free_name(Path(f"{path}{OLD_SUFFIX}"))
-        write_atomic(kept_edit, current, like=_stat(path))
-    write_atomic(path, content)
-    write_atomic(written, content, like=_stat(path))
-    return WriteResult(True, kept_original, kept_edit)
-
-
-def release_managed(path: Path, state_dir: Path) -> WriteResult:
-    """Give ``path`` back as it was before kexec-auto first replaced it: the
-    original is put back (or the file removed when there was none), a hand
-    edit made since kexec-auto last wrote it is first kept aside, and
-    kexec-auto forgets the file.  Nothing happens to a file kexec-auto does
-    not hold."""
-    orig = state_dir / f"{path.name}{ORIG_SUFFIX}"
-    absent = state_dir / f"{path.name}{ABSENT_SUFFIX}"
-    if not (os.path.lexists(orig) or os.path.lexists(absent)):
-        return WriteResult(changed=False)
-    current = read_bytes(path)
-    last = _state(state_dir, path, WRITTEN_SUFFIX)
-    original = read_bytes(orig, follow=False) if os.path.lexists(orig) else None
-    kept_edit = None
-    if current is not None and current not in (last, original):
-        kept_edit = _free_name(Path(f"{path}{OLD_SUFFIX}"))
-        write_atomic(kept_edit, current, like=_stat(path))
-    restored = removed = False
-    if original is not None:
-        if current != original:
-            write_atomic(path, original, like=_stat(orig))
-        restored = True
-    elif current is not None:
-        os.unlink(path)
-        removed = True
-    for suffix in (WRITTEN_SUFFIX, KEY_SUFFIX, ORIG_SUFFIX, ABSENT_SUFFIX):
-        try:
-            os.unlink(state_dir / f"{path.name}{suffix}")
-        except FileNotFoundError:
-            pass
-    return WriteResult(True, kept_edit=kept_edit, restored=restored, removed=removed)
-
-
-def hand_edited(path: Path, state_dir: Path) -> bool:
-    """Whether ``path`` differs from what kexec-auto last wrote there."""
-    last = _state(state_dir, path, WRITTEN_SUFFIX)
-    return last is not None and read_bytes(path) != last

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import __version__, assess, bootscan, files, host, kexectools, lastboot, metrics, safetynet
+from . import __version__, assess, bootscan, files, host, kexectools, lastboot, managed, metrics, safetynet
 from .app import Plan, make_plan
 from .clock import epoch
 from .config import CONFIG_PATH, ConfigError
@@ -120,7 +120,7 @@ def status_report(root: str) -> dict:
         "command_line": plan.append,
         "command_line_source": plan.cmdline_source,
         "default_kexec": values,
-        "default_kexec_hand_edited": files.hand_edited(target, at(root, files.STATE_DIR)),
+        "default_kexec_hand_edited": managed.hand_edited(target, at(root, files.STATE_DIR)),
         "kexec_loaded": host.kexec_loaded(root),
         "lockdown": host.lockdown_mode(root),
         "next_reboot": (
