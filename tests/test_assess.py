@@ -7,7 +7,8 @@ import pytest
 
 from conftest import BZIMAGE, queued
 from kexec_auto import assess, bootscan, bootstate, cli, commands
-from kexec_auto.assess import BootState, assess_boot, bless, forget, parse_state, start_trial, dump_state
+from kexec_auto.assess import BootState, assess_boot, bless, forget, start_trial
+from kexec_auto.statefile import dump_state, parse_state
 
 NEW = "6.12.117+deb12-cloud-amd64"
 OLD = "6.1.0-56-cloud-amd64"
@@ -394,18 +395,69 @@ def test_forget_and_reinstall_clear_the_bad_mark(machine, src_env):
     assert image(machine) == f"/boot/vmlinuz-{NEW}"
 
 
-def test_corrupt_state_is_reported_set_aside_and_rebuilt(machine, capsys):
+def test_a_damaged_state_is_said_set_aside_and_rebuilt_from_what_it_held(machine, capsys):
     r = str(machine)
     machine.write(bootstate.BOOT_STATE, "{ not json")
     assert cli.main(["update", "--root", r]) == 0
-    assert "boot-state.json is corrupt" in capsys.readouterr().err
+    assert "the boot state was damaged: /var/lib/kexec-auto/boot-state.json" in capsys.readouterr().err
     assert cli.main(["bless", "--root", r]) == 0  # any change of state rebuilds the file
     assert boot_state(machine).mark_of(PROVIDER) == "good"
     assert machine.read(bootstate.BOOT_STATE + ".corrupt") == "{ not json"
     machine.write(bootstate.BOOT_STATE, "[]")
     assert cli.main(["forget", "6.1.0-1-amd64", "--root", r]) == 0  # even one that changes nothing
-    assert boot_state(machine) == assess.BootState()
+    assert boot_state(machine).marks == {} and len(boot_state(machine).damage) == 1
     assert machine.read(bootstate.BOOT_STATE + ".corrupt") == "[]"
+
+
+def test_a_state_cut_short_after_its_marks_keeps_them_and_says_so_until_acknowledged(machine, capsys):
+    """A crash mid-write on a file system without data journaling: the bad
+    kernel stays bad, and what was lost is told everywhere."""
+    r = str(machine)
+    state = BootState(marks={NEW: assess.Mark("bad", T, "panic", 2), OLD: assess.Mark("good", T)},
+                      events=tuple(f"{T} event {n}" for n in range(10)))
+    text = dump_state(state)
+    machine.write(bootstate.BOOT_STATE, text[:text.index("event 1")])  # in the second event
+    assert cli.main(["update", "--root", r]) == 0
+    assert image(machine) == f"/boot/vmlinuz-{OLD}"  # NEW is still bad
+    for command in (["status", "--json"], ["list", "--json"]):
+        cli.main([*command, "--root", r])
+        out, err = capsys.readouterr()
+        data = json.loads(out)
+        (notice,) = data["boot_state_damage"]
+        assert "kept 2 marks and 1 events; lost: events after the first 1" in notice, notice
+        assert any("the boot state was damaged" in w for w in data["warnings"]), data["warnings"]
+    cli.main(["list", "--root", r])
+    assert "the boot state was damaged" in capsys.readouterr().err
+    cli.main(["status", "--root", r])
+    assert "boot state:       DAMAGED at " in capsys.readouterr().out
+    assert cli.main(["bless", "--root", r]) == 0  # the damage is recorded with what was kept
+    assert boot_state(machine).mark_of(NEW) == "bad" and len(boot_state(machine).damage) == 1
+    assert machine.exists(bootstate.BOOT_STATE + ".corrupt")
+    assert cli.main(["acknowledge", "--root", r]) == 0
+    capsys.readouterr()
+    cli.main(["status", "--json", "--root", r])
+    out, err = capsys.readouterr()
+    assert json.loads(out)["boot_state_damage"] == [] and "damaged" not in err
+    assert boot_state(machine).mark_of(NEW) == "bad"
+
+
+def test_every_prefix_of_a_state_file_keeps_every_mark_it_holds_whole():
+    from kexec_auto.statefile import salvage
+
+    state = BootState(trying=NEW, trying_since=T, marks={
+        f"6.1.0-{n}-cloud-amd64": assess.Mark(("good", "bad", "failed")[n % 3], T, f"why {n}", n % 3)
+        for n in range(8)}, events=tuple(f"{T} event {n}" for n in range(6)))
+    text = dump_state(state)
+    for end in range(len(text) + 1):
+        saved, lost = salvage(text[:end])
+        # every mark written whole before the cut is there, as it was
+        whole = {r: m for r, m in state.marks.items() if text.find("}", text.find(f'"{r}"')) < end}
+        assert {r: saved.marks[r] for r in whole if r in saved.marks} == whole, end
+        assert set(whole) <= set(saved.marks), end
+        assert set(saved.marks) <= set(state.marks)
+        assert saved.trying in (None, NEW)
+        if end <= text.rindex("]"):  # cut before the end of the last field
+            assert lost, end
 
 
 def test_handoff_at_boot(machine, capsys):

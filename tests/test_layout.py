@@ -19,7 +19,7 @@ PACKAGE = REPO / "src" / "kexec_auto"
 #: bottom up; the README's "Layout" names the same layers
 LAYERS = {
     "core": {"assess", "bootimage", "clock", "cmdline", "config", "debconf", "initrd", "metrics", "policy",
-             "release", "render", "shfile", "trial"},
+             "release", "render", "shfile", "statefile", "trial"},
     "system": {"bootscan", "bootstate", "commands", "files", "host", "kexec", "kexectools", "lastboot", "lock",
                "log", "managed", "paths", "safetynet", "settings"},
     "application": {"app", "reboot", "report"},

@@ -19,7 +19,8 @@ import pytest
 
 from conftest import SRC
 from kexec_auto import app, assess, bootstate, lock
-from kexec_auto.assess import BootState, Mark, dump_state, parse_state
+from kexec_auto.assess import BootState, Mark
+from kexec_auto.statefile import dump_state, parse_state
 
 NEW = "6.12.117+deb12-cloud-amd64"
 OLD = "6.1.0-56-cloud-amd64"

@@ -599,7 +599,7 @@ def test_an_admins_file_survives_every_configure_byte_for_byte(box, text):
     conf = box.file("/etc/default/kexec-auto")
     conf.write_bytes(text)
     expected = {question: value for question, value in (
-        line.split(" ", 1) for line in box.sh("kexec-auto debconf-answers").stdout.splitlines())}
+        line.split(" ", 1) for line in box.sh("kexec-auto debconf-answers").stdout.split("\n") if line)}
     for reconfigure in (False, True):
         result = box.postinst("0.1.0", reconfigure=reconfigure)
         assert result.returncode == 0, result.stderr

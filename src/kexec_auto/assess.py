@@ -24,7 +24,6 @@ bad after 1 failed trial
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Optional
 
 GOOD, BAD, FAILED = "good", "bad", "failed"
@@ -51,6 +50,8 @@ class BootState:
     #: what the kernel being tried reported about itself during its boot
     trying_reached: str = ""  # USERSPACE once its userspace ran
     trying_failed: str = ""  # why it gave up its trial (emergency mode, deadline)
+    #: what was lost when the stored state was found damaged, until acknowledged
+    damage: tuple[str, ...] = ()
 
     def mark_of(self, release: str) -> str:
         """'good', 'failed' (failed trials, tries left), 'bad' or 'untried'."""
@@ -184,47 +185,14 @@ def note(state: BootState, now: str, event: str) -> tuple[BootState, list[str]]:
     return _with(state, now, event), [event]
 
 
-def dump_state(state: BootState) -> str:
-    return json.dumps(
-        {
-            "trying": state.trying,
-            "trying_since": state.trying_since,
-            "trying_reached": state.trying_reached,
-            "trying_failed": state.trying_failed,
-            "marks": {r: dataclasses.asdict(m) for r, m in sorted(state.marks.items())},
-            "events": list(state.events),
-        },
-        indent=1,
-    ) + "\n"
+def damaged(state: BootState, now: str, what: str) -> BootState:
+    """The stored state was damaged: ``what`` says what of it was lost."""
+    return _with(state, now, f"the boot state was damaged: {what}", damage=state.damage + (f"{now} {what}",))
 
 
-def parse_state(text: str) -> BootState:
-    """The state stored in ``text``; ValueError when it is not a valid state.
-    Files written before tries were counted (no "failures") read as one
-    failure per bad mark.
-
-    >>> parse_state(dump_state(BootState(trying="6.1.0-56-amd64"))).trying
-    '6.1.0-56-amd64'
-    """
-    try:
-        data = json.loads(text)
-        marks = {}
-        for release, m in data["marks"].items():
-            state = str(m["state"])
-            failures = m.get("failures", 1 if state == BAD else 0)
-            if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
-                raise ValueError("failures is not a count")
-            marks[str(release)] = Mark(state, str(m["when"]), str(m.get("why", "")), failures)
-        if any(m.state not in (GOOD, BAD, FAILED) for m in marks.values()):
-            raise ValueError("unknown mark")
-        trying = data["trying"]
-        if trying is not None and not isinstance(trying, str):
-            raise ValueError("trying is not a release")
-        return BootState(
-            trying, str(data.get("trying_since", "")), marks, tuple(map(str, data.get("events", []))),
-            str(data.get("trying_reached", "")), str(data.get("trying_failed", "")),
-        )
-    except RecursionError:
-        raise ValueError("not a kexec-auto boot state (nested too deep)") from None
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
-        raise ValueError(f"not a kexec-auto boot state ({error.__class__.__name__}: {error})") from None
+def acknowledge(state: BootState, now: str) -> tuple[BootState, list[str]]:
+    """An administrator saw what a damaged state lost."""
+    if not state.damage:
+        return state, []
+    event = "the damage to the boot state was acknowledged"
+    return _with(state, now, event, damage=()), [event]

@@ -14,7 +14,7 @@ from .log import one_line
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_KEXEC = 0, 1, 2, 3
 # Commands after which the metrics file is brought up to date.
-STATE_CHANGING = {"update", "load", "boot", "bless", "forget", "set"}
+STATE_CHANGING = {"update", "load", "boot", "bless", "forget", "set", "acknowledge"}
 
 DESCRIPTION = """\
 Make every reboot boot the newest installed kernel through kexec.
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("forget", parents=[common], help="clear a kernel's good or bad mark so it can be selected again")
     p.add_argument("release", metavar="RELEASE")
+    sub.add_parser("acknowledge", parents=[common],
+                   help="stop reporting what a damaged boot state lost, once seen")
     p = sub.add_parser("set", parents=[common], help="change settings in /etc/default/kexec-auto (KEY=VALUE ...)")
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     p = sub.add_parser("get", parents=[common], help="print settings from /etc/default/kexec-auto, one per line")
@@ -114,6 +116,8 @@ UNKNOWN_RUNNING = "unknown here (a chroot or container: the host's kernel runs; 
 
 def _print_list(data: dict) -> None:
     print(f"running kernel: {data['running'] or UNKNOWN_RUNNING}")
+    for notice in data["boot_state_damage"]:
+        print(f"boot state DAMAGED at {notice}: a kernel whose mark was lost shows as untried")
     for kernel in data["kernels"]:
         mark = "*" if kernel["selected"] else " "
         state = "selectable" if kernel["selectable"] else f"not selectable: {kernel['why_not']}"
@@ -158,6 +162,8 @@ def _print_status(data: dict) -> None:
     print(f"tries:            a kernel is marked bad after {data['tries']} failed trial boot(s) in a row (TRIES)")
     for release, info in data["failed_kernels"].items():
         print(f"failed trials:    {release}: {info['failed_trials']}, {info['tries_left']} tries left: {info['why']}")
+    for notice in data["boot_state_damage"]:
+        print(f"boot state:       DAMAGED at {notice} ('kexec-auto acknowledge' once seen)")
     for release, why in data["bad_kernels"].items():
         print(f"marked bad:       {release}: {why}")
     if data["boot_events"]:
@@ -234,6 +240,8 @@ def _run(args: argparse.Namespace) -> int:
             reboot.forget(args.root, args.release)
             # The next reboot may try it again: say so in /etc/default/kexec now.
             return app.update(args.root, quiet=True)
+        if args.command == "acknowledge":
+            return reboot.acknowledge(args.root)
         if args.command == "set":
             settings.set_settings(args.root, args.assignments)
             return EXIT_OK

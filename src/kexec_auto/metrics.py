@@ -99,6 +99,10 @@ FAMILIES: tuple[Family, ...] = (
            lambda s: _states(s.get("boot_method") or "unknown", BOOT_METHODS, "method")),
     Family("kexec_auto_kernels_bad", "Number of kernels marked bad: they failed to boot and are not selected.",
            lambda s: [({}, float(len(s.get("bad_kernels") or {})))]),
+    Family("kexec_auto_boot_state_damaged",
+           "Whether the boot state was found damaged and what it lost is not yet acknowledged "
+           "(kexec-auto acknowledge): marks may be missing.",
+           lambda s: _flag(s.get("boot_state_damage"))),
     Family("kexec_auto_kernel_bad", "A kernel marked bad (one series per such kernel).",
            lambda s: [({"release": r}, 1.0) for r in sorted(s.get("bad_kernels") or {})]),
     Family("kexec_auto_kernel_failed_trials",

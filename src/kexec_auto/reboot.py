@@ -122,6 +122,14 @@ def forget(root: str, release: str, why: str = "kexec-auto forget", log: Log = s
     return 0
 
 
+@lock.exclusive
+def acknowledge(root: str, log: Log = stderr_log) -> int:
+    """The administrator saw what a damaged boot state lost: stop saying it."""
+    for event in change_boot_state(root, lambda state: assess.acknowledge(state, now())):
+        log(event)
+    return 0
+
+
 FAIL_KINDS = ("emergency", "rescue", "deadline")
 
 

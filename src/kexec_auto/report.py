@@ -29,6 +29,7 @@ def kernel_list(root: str) -> dict:
     packages = bootscan.kernel_packages(root)
     return {
         "running": plan.running,
+        "boot_state_damage": list(plan.boot_state.damage),
         "selected": chosen.release if chosen else None,
         "reason": plan.selection.reason,
         "warnings": list(plan.problems),
@@ -134,6 +135,7 @@ def status_report(root: str) -> dict:
         "trial_timeout": plan.config.trial_timeout,
         "last_trial": last_trial(plan.boot_state),
         "bad_kernels": {r: m.why for r, m in plan.boot_state.bad().items()},
+        "boot_state_damage": list(plan.boot_state.damage),
         "failed_kernels": {
             r: {"failed_trials": m.failures, "tries_left": assess.tries_left(plan.boot_state, r, plan.config.tries),
                 "why": m.why}
