@@ -90,6 +90,31 @@ class FakeRoot:
         return dict(zip(kexectools.DEFAULT_KEXEC_VARS, values))
 
 
+def mount_namespace_problem() -> str:
+    """Why a private mount namespace cannot be had here ('' when it can):
+    it needs root, unshare, and a / that is a mount point (not so in a plain
+    chroot, where a package build may run the tests)."""
+    import functools
+    import shutil
+
+    @functools.lru_cache(maxsize=None)
+    def probe() -> str:
+        if os.geteuid() != 0:
+            return "needs root"
+        if shutil.which("unshare") is None:
+            return "needs unshare (util-linux)"
+        result = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
+                                capture_output=True, text=True)
+        return "" if result.returncode == 0 else f"no private mount namespace here: {result.stderr.strip()}"
+
+    return probe()
+
+
+#: for tests that run commands in a private mount namespace
+needs_mount_namespace = pytest.mark.skipif(bool(mount_namespace_problem()),
+                                           reason=mount_namespace_problem() or "a private mount namespace")
+
+
 @pytest.fixture
 def root(tmp_path) -> FakeRoot:
     return FakeRoot(tmp_path / "root")

@@ -1,13 +1,12 @@
 """The kexec-auto command, run against fake roots."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import FakeRun, queued
+from conftest import FakeRun, needs_mount_namespace, queued
 from kexec_auto import app, bootstate, cli, commands, host, kexectools
 
 NEW = "6.12.117+deb12-cloud-amd64"
@@ -547,7 +546,7 @@ def test_a_user_who_cannot_tell_still_sees_the_running_kernel(two_kernels, monke
     assert app.make_plan(str(two_kernels)).running == "6.1.0-50-cloud-amd64"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting proc needs root")
+@needs_mount_namespace
 def test_a_root_with_proc_mounted_takes_nothing_from_that_proc(two_kernels, src_env):
     # /proc mounted in the tree is the host's, as in a chroot set up for apt.
     proc = two_kernels.file("/proc")

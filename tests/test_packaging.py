@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import mount_namespace_problem
 from harness.debbuild import DEBIAN_ENV as CLEAN_ENV
 from harness.debbuild import build, copy_tree, session_build
 
@@ -318,8 +319,8 @@ class Sandbox:
     """Runs sh scripts in a private mount namespace over a fake system."""
 
     def __init__(self, tmp: Path):
-        if not is_root or shutil.which("unshare") is None:
-            pytest.skip("needs root and unshare")
+        if mount_namespace_problem():
+            pytest.skip(mount_namespace_problem())
         self.tmp = tmp
         self.dirs = {d: tmp / "fs" / d.strip("/").replace("/", "_") for d in
                      ("/etc/default", "/var/lib", "/boot", "/run", "/sys/kernel")}

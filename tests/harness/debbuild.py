@@ -97,6 +97,11 @@ RELEASE_UPLOADS = {
 #: with apt: debootstrap's own resolver does not manage lintian's dependencies).
 BUILD_TREE_PACKAGES = ("build-essential", "lintian")
 BUILD_USER = "builder"  # as on Debian's buildds, the build does not run as root
+#: who runs each release's build: an unprivileged user, as Debian's buildds
+#: and sbuild do, or root in a plain chroot (its / no mount point), as
+#: pbuilder and a developer's debootstrap'd tree do; the build-time tests
+#: must pass (or skip, saying why) either way
+BUILDERS = {"bookworm": "root", "trixie": BUILD_USER, "forky": "root"}
 BUILD_STEP = "builddeps1"  # bump when _install_build_depends changes
 _release_lock = threading.Lock()
 _release_locks: dict[str, threading.Lock] = {}
@@ -160,6 +165,7 @@ class ReleaseBuild:
     seconds: float          # the build, its tests included
     lintian_seconds: float
     tools: dict[str, str]   # versions of the release's build tools
+    builder: str = BUILD_USER  # who ran the build: root or the unprivileged user
 
     def lintian_tags(self, *severities: str) -> list[str]:
         return [line for line in self.lintian.splitlines() if line.startswith(tuple(f"{s}:" for s in severities))]
@@ -212,12 +218,12 @@ def _tool_versions(chroot: "debimage.Chroot") -> dict[str, str]:
 
 def build_in_release(suite: str, dest: Path, checkout: Path = CHECKOUT, timeout: float = 1800) -> ReleaseBuild:
     """Build checkout with dpkg-buildpackage inside suite's build tree (its
-    own debhelper, dh-python, pybuild and Python), as an unprivileged user
-    and with the build-time tests; then lintian --pedantic of that release
-    on the result.  Everything lands in dest."""
+    own debhelper, dh-python, pybuild and Python), as BUILDERS says (root or
+    an unprivileged user) and with the build-time tests; then lintian
+    --pedantic of that release on the result.  Everything lands in dest."""
     dest.mkdir(parents=True, exist_ok=True)
     tree = build_tree(suite, (checkout / "debian/control").read_text())
-    with debimage.throwaway_copy(tree, debimage.work_dir(f"build-{suite}")) as root:
+    with debimage.throwaway_copy(tree, debimage.work_dir(f"build-{suite}"), plain=True) as root:
         chroot = debimage.Chroot(root)
         home = f"/home/{BUILD_USER}"
         source = copy_tree(chroot.path(f"{home}/kexec-auto"), checkout)
@@ -227,10 +233,11 @@ def build_in_release(suite: str, dest: Path, checkout: Path = CHECKOUT, timeout:
         changelog.write_text(text)
         debimage.run(["chown", "-R", "--reference", chroot.path(home), chroot.path(home)])
         as_user = ["runuser", "-u", BUILD_USER, "--", "env", f"HOME={home}"]
+        as_builder = as_user if BUILDERS.get(suite, BUILD_USER) == BUILD_USER else ["env", "HOME=/root"]
         with chroot.mounted():
             tools = _tool_versions(chroot)
             start = time.monotonic()
-            result = chroot.run([*as_user, "sh", "-c",
+            result = chroot.run([*as_builder, "sh", "-c",
                                  f"cd {home}/kexec-auto && dpkg-buildpackage -us -uc -b > ../build.log 2>&1"],
                                 timeout=timeout, check=False)
             seconds = time.monotonic() - start
@@ -248,7 +255,8 @@ def build_in_release(suite: str, dest: Path, checkout: Path = CHECKOUT, timeout:
             for built in chroot.path(home).glob("kexec-auto_*"):
                 shutil.copy2(built, dest / built.name)
     return ReleaseBuild(suite, version, dest / deb.name, dest / changes.name, dest / "build.log",
-                        lint.stdout + lint.stderr, lint.returncode, seconds, lintian_seconds, tools)
+                        lint.stdout + lint.stderr, lint.returncode, seconds, lintian_seconds, tools,
+                        BUILDERS.get(suite, BUILD_USER))
 
 
 def release_build(suite: str) -> ReleaseBuild:

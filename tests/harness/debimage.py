@@ -436,17 +436,18 @@ def copy_tree(src: Path, dst: Path) -> None:
 
 
 @contextlib.contextmanager
-def throwaway_copy(tree: Path, workdir: Path) -> Iterator[Path]:
+def throwaway_copy(tree: Path, workdir: Path, plain: bool = False) -> Iterator[Path]:
     """Yield a writable copy of tree below workdir; tree itself stays pristine.
 
-    An overlayfs mount costs nothing; where overlayfs is refused, cp -a.
-    The copy is unmounted and deleted on exit.
+    An overlayfs mount costs nothing; where overlayfs is refused, or with
+    ``plain`` (a tree whose / is no mount point, as debootstrap leaves it),
+    cp -a.  The copy is unmounted and deleted on exit.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     upper, work, merged = workdir / "upper", workdir / "work", workdir / "root"
     for d in (upper, work, merged):
         d.mkdir()
-    overlay = run(
+    overlay = not plain and run(
         ["mount", "-t", "overlay", "overlay", "-o",
          f"lowerdir={tree},upperdir={upper},workdir={work}", merged],
         timeout=60, check=False,
