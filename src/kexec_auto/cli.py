@@ -7,7 +7,7 @@ import io
 import json
 import os
 import sys
-from typing import Optional, Sequence
+from typing import IO, Optional, Sequence
 
 from . import __version__
 from .log import one_line
@@ -44,8 +44,18 @@ def root_dir(text: str) -> str:
     return text
 
 
-def _root_option(default: object) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, except that help, usage and errors with nowhere
+    to go raise OSError, on every Python: 3.12 and later would drop them
+    without a word and exit 0."""
+
+    def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
+def _root_option(default: object) -> Parser:
+    common = Parser(add_help=False)
     common.add_argument(
         "--root", metavar="DIR", default=default, type=root_dir,
         help="act on the system installed in DIR, as if DIR were / (default: /); "
@@ -54,11 +64,11 @@ def _root_option(default: object) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     # --root may come before or after the command: the command's parser
     # sets it only when given there, never overwriting the value given before.
     common = _root_option(argparse.SUPPRESS)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kexec-auto", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_root_option("/")],
     )
