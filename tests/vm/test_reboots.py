@@ -12,7 +12,7 @@ import pytest
 from .scenarios import step, suites
 
 #: CI boots this chain on these suites; KEXEC_AUTO_TEST_MATRIX=full on every one
-CI_SUITES: tuple[str, ...] = ()
+CI_SUITES: tuple[str, ...] = ("bookworm",)
 pytestmark = [pytest.mark.vm, suites(CI_SUITES)]
 SCENARIO = "main"
 
