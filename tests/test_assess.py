@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from conftest import BZIMAGE, queued
-from kexec_auto import assess, bootscan, bootstate, cli, commands
+from kexec_auto import assess, bootscan, bootstate, cli, commands, lastboot
 from kexec_auto.assess import BootState, assess_boot, bless, forget, start_trial
 from kexec_auto.statefile import dump_state, parse_state
 
@@ -223,6 +223,46 @@ def test_a_kernel_failing_twice_is_marked_bad_and_the_next_reboot_takes_the_next
     out = capsys.readouterr().out
     assert f"marked bad:       {NEW}: came up in {PROVIDER} instead" in out
     assert f"{NEW} failed to boot" in out
+
+
+def loader(root, byte):
+    root.write("/sys/kernel/boot_params/data", b"\0" * 0x210 + bytes([byte]) + b"\0" * 0x100)
+
+
+def test_a_kernel_never_started_because_kexec_returned_is_not_counted_as_failed(machine, capsys):
+    """kexec -e returned at shutdown (the shutdown hook records it) and the
+    machine rebooted through its firmware: NEW never ran, so its trial ends
+    without a failure, however often it happens."""
+    r = str(machine)
+    for _ in range(3):
+        assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+        assert boot_state(machine).trying == NEW
+        machine.write(lastboot.KEXEC_RETURNED_MARKER, f"1 /boot/vmlinuz-{NEW}\n")  # as the hook writes it
+        firmware_boots_provider(machine)
+        loader(machine, 0xB0)  # qemu's -kernel
+        assert cli.main(["boot", "--root", r]) == 0
+        err = capsys.readouterr().err
+        assert (f"warning: {NEW} was never started (kexec -e returned at shutdown with exit status 1, "
+                f"/boot/vmlinuz-{NEW} loaded): the reboot went through the firmware") in err, err
+        assert "failed to boot" not in err
+        state = boot_state(machine)
+        assert (state.trying, state.mark_of(NEW)) == (None, "untried")
+        assert not machine.exists(lastboot.KEXEC_RETURNED_MARKER)
+        assert image(machine) == f"/boot/vmlinuz-{NEW}"
+
+
+def test_a_kexec_boot_proves_kexec_did_not_return(machine, capsys):
+    """A stale record of kexec -e returning means nothing in a boot that came
+    through kexec: it is used up, and the trial goes on as usual."""
+    r = str(machine)
+    assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
+    machine.write(lastboot.KEXEC_RETURNED_MARKER, f"1 /boot/vmlinuz-{NEW}\n")
+    kexec_boots(machine, NEW)
+    loader(machine, 0xD0)
+    assert cli.main(["boot", "--root", r]) == 0
+    assert "never started" not in capsys.readouterr().err
+    assert boot_state(machine).trying == NEW
+    assert not machine.exists(lastboot.KEXEC_RETURNED_MARKER)
 
 
 def test_every_kexec_reboot_is_a_trial_boot_with_its_safety_net_words(machine):

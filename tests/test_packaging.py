@@ -685,6 +685,7 @@ SHUTDOWN_HOOK = REPO / "hooks/system-shutdown/kexec-auto"
     ],
 )
 def test_shutdown_hook_executes_only_what_kexec_auto_loaded_for_a_reboot(box, verb, marker, loaded, executes):
+    box.file("/var/lib/kexec-auto").mkdir()
     if marker:
         box.write("/run/kexec-auto/loaded", f"/boot/vmlinuz-{RELEASE}\n")
     if loaded is not None:
@@ -693,6 +694,27 @@ def test_shutdown_hook_executes_only_what_kexec_auto_loaded_for_a_reboot(box, ve
     assert result.returncode == 0, result.stderr
     log = box.tmp / "kexec.log"
     assert (log.read_text() if log.exists() else "") == ("kexec -e\n" if executes else "")
+    # the stand-in kexec returns, as a failed kexec -e does: the next boot is told
+    returned = box.file("/var/lib/kexec-auto/kexec-returned")
+    assert (returned.read_text() if returned.exists() else None) == (
+        f"0 /boot/vmlinuz-{RELEASE}\n" if executes else None)
+
+
+@needs_root
+def test_shutdown_hook_records_a_returning_kexec_on_a_read_only_file_system(box):
+    """As systemd-shutdown leaves it: /var/lib read-only. The hook makes it
+    writable for its record, says why the reboot is a firmware one, and
+    leaves it read-only again."""
+    box.write("/run/kexec-auto/loaded", f"/boot/vmlinuz-{RELEASE}\n")
+    box.write("/sys/kernel/kexec_loaded", "1\n")
+    box.stub("/usr/sbin/kexec", "exit 3")
+    result = box.sh("mount -t tmpfs state /var/lib && mkdir /var/lib/kexec-auto"
+                    " && mount -o remount,ro /var/lib || exit 99\n"
+                    f"{SHUTDOWN_HOOK} reboot; echo \"hook=$?\"\n"
+                    "cat /var/lib/kexec-auto/kexec-returned\n"
+                    "findmnt -n -o OPTIONS /var/lib | tr , '\\n' | grep -x ro\n")
+    assert result.stdout == f"hook=0\n3 /boot/vmlinuz-{RELEASE}\nro\n", result.stdout + result.stderr
+    assert "kexec -e returned (exit status 3): rebooting through the firmware" in result.stderr
 
 
 def test_shutdown_hook_is_posix_sh():

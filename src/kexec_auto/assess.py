@@ -117,6 +117,23 @@ def trial_failed(state: BootState, running: str, why: str, now: str) -> tuple[Bo
     return _with(state, now, event, trying_failed=why), [event]
 
 
+def not_started(state: BootState, now: str, why: str) -> tuple[BootState, list[str]]:
+    """The kernel being tried was never started (``kexec -e`` returned at
+    shutdown and the machine rebooted through its firmware): its trial ends
+    and is no failure of it.
+
+    >>> state = start_trial(BootState(), "6.12.117+deb12-cloud-amd64", "2026-11-25T12:00:00")
+    >>> state, events = not_started(state, "2026-11-25T12:01:00", "kexec -e returned at shutdown")
+    >>> state.trying, state.mark_of("6.12.117+deb12-cloud-amd64")
+    (None, 'untried')
+    """
+    if state.trying is None:
+        return state, []
+    event = (f"{state.trying} was never started ({why}): the reboot went through the firmware; "
+             "its trial is not counted as a failed boot")
+    return _with(_not_trying(state), now, event), [event]
+
+
 def _silent_failure(state: BootState, running: str) -> str:
     if state.trying_reached == USERSPACE:
         return (f"came up in {running} instead; it had started its userspace: a crash, a hang, "

@@ -10,7 +10,8 @@ its byte 0x210, type_of_loader, holds the loader's id in the high nibble:
 0xD for kexec (kexec-tools' kexec_load and the kernel's kexec_file_load
 both set it), 0x7 for GRUB, 0xB for qemu's -kernel, and so on.  A hand-off
 is a kexec too; kexec-auto leaves a marker on disk just before it hands
-off, which the next boot consumes.
+off, which the next boot consumes.  A reboot whose ``kexec -e`` returned
+went through the firmware: the shutdown hook leaves a marker of that too.
 
 >>> boot_method(0xD0, handoff_release=None, running="6.12.117+deb12-cloud-amd64")
 'kexec'
@@ -24,6 +25,7 @@ off, which the next boot consumes.
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from . import files, host
@@ -37,6 +39,8 @@ TYPE_OF_LOADER = 0x210
 LOADER_KEXEC = 0xD
 RECORD = "/run/kexec-auto/boot-method"  # this boot's method, written early in boot
 HANDOFF_MARKER = "/var/lib/kexec-auto/handoff"  # release kexec-auto is handing off to
+#: written by the shutdown hook when kexec -e returned; read and removed by the next boot
+KEXEC_RETURNED_MARKER = "/var/lib/kexec-auto/kexec-returned"
 
 
 def boot_method(loader_type: Optional[int], handoff_release: Optional[str], running: str) -> str:
@@ -75,6 +79,22 @@ def _compute(root: str, consume: bool) -> str:
     if consume:
         marker.unlink(missing_ok=True)
     return method
+
+
+def kexec_returned(root: str, method: str) -> str:
+    """Why the last reboot's kernel was never started, when the shutdown
+    hook found that ``kexec -e`` returned ('' otherwise); the hook's record
+    is used up.  A boot that came through kexec (``method``) proves it did
+    not return."""
+    marker = at(root, KEXEC_RETURNED_MARKER, follow=False)
+    if not os.path.lexists(marker):
+        return ""
+    text = (files.read_text(marker, follow=False, errors="replace") or "").strip()
+    marker.unlink()
+    if method in (KEXEC, HANDOFF):
+        return ""
+    status, _, image = text.partition(" ")
+    return f"kexec -e returned at shutdown with exit status {status or '?'}, {image or 'the kernel'} loaded"
 
 
 def record(root: str) -> str:

@@ -40,11 +40,15 @@ def boot(root: str, log: Log = stderr_log) -> int:
         message = files.read_text(failed, errors="replace") or ""
         log(f"warning: the last reboot did not go through kexec: {message.strip()}")
         failed.unlink()
+    returned = lastboot.kexec_returned(root, method)
     config, _ = load_config(root)
 
     def judge(state: assess.BootState) -> tuple[assess.BootState, list[str]]:
-        state, events = assess.assess_boot(state, running, now(), config.tries)
-        return assess.reached_userspace(state, running), events
+        events: list[str] = []
+        if returned:
+            state, events = assess.not_started(state, now(), returned)
+        state, more = assess.assess_boot(state, running, now(), config.tries)
+        return assess.reached_userspace(state, running), events + more
 
     if running:  # '' in a chroot: no boot of this system to judge
         for event in change_boot_state(root, judge):

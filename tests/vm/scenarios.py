@@ -248,18 +248,35 @@ ka_do reboot
 """,                                            # 6: provider after coldreboot
         preseed.format(value="false") + "ka_file kexec /etc/default/kexec\nka_do reboot\n",   # 7
         preseed.format(value="true") + "ka_file kexec /etc/default/kexec\nka_do reboot\n",    # 8
-        f"""ka_run remove env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q linux-image-{base.newest}
+        # 9: newest; kexec -e made to fail (kexec-tools' binary wrapped), so the
+        # shutdown hook sees it return and the reboot goes through the firmware
+        """mv /usr/sbin/kexec /usr/sbin/kexec.ka-test
+cat > /usr/sbin/kexec <<'WRAPPER'
+#!/bin/sh
+[ "$1" = -e ] && exit 1
+exec /usr/sbin/kexec.ka-test "$@"
+WRAPPER
+chmod 755 /usr/sbin/kexec
+ka_do reboot
+""",
+        # 10: provider; the newest was never started, which is no failed trial
+        f"""mv -f /usr/sbin/kexec.ka-test /usr/sbin/kexec
+ka_result never_started "$(kexec-auto status 2>&1 | grep -c 'was never started (kexec -e returned at shutdown')"
+ka_result failed_boots "$(kexec-auto status 2>&1 | grep -c 'failed to boot')"
+ka_result mark "$(kexec-auto list --json | python3 -c 'import json, sys
+print(*(k["boot"] for k in json.load(sys.stdin)["kernels"] if k["release"] == "{base.newest}"))')"
+ka_run remove env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q linux-image-{base.newest}
 ka_file kexec /etc/default/kexec
 ka_do reboot
-""",                                            # 9: newest (the running kernel) removed; noninteractive
-                                                # as unattended removals are, so linux-check-removal lets it go
+""",                                            # and removed; noninteractive as unattended removals
+                                                # are, so linux-check-removal lets it go
         TRACES + f"""ka_run purge env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q kexec-auto
 ka_result traces "$(ka_traces)"
 ka_run kexec_restored cmp /etc/default/kexec {KEXEC_BEFORE}
 ka_do reboot
-""",                                            # 10: purged
+""",                                            # 11: purged
         TRACES + """ka_result traces "$(ka_traces)"
-""",                                            # 11: provider again; traces after a reboot
+""",                                            # 12: provider again; traces after a reboot
     ]
 
 

@@ -91,22 +91,35 @@ def test_step7_disable_and_enable_through_debconf(vm_runs, suite):
         kexec_reboot(chain, 8, "reboot", built.base.newest)
 
 
-def test_step8_removing_the_newest_kernel_falls_back_to_the_next(vm_runs, suite):
+def test_step8_a_kexec_that_returns_at_shutdown_is_no_failed_trial(vm_runs, suite):
+    """kexec -e fails at shutdown: the reboot goes through the firmware, and
+    the kernel that was never started keeps its mark."""
     built, chain = vm_runs.get(suite, SCENARIO)
-    with step(chain, suite, "step8-remove-newest"):
-        removed = chain.boot(9)
+    with step(chain, suite, "step8-kexec-returns"):
+        assert chain.boot(9).uname == built.base.newest
+        firmware_reboot(chain, 9, "reboot", built.base.provider)
+        after = chain.boot(10).results
+        assert after.get("never_started") == "1", after
+        assert after.get("failed_boots") == "0", after
+        assert after.get("mark") == "good", after
+
+
+def test_step9_removing_the_newest_kernel_falls_back_to_the_next(vm_runs, suite):
+    built, chain = vm_runs.get(suite, SCENARIO)
+    with step(chain, suite, "step9-remove-newest"):
+        removed = chain.boot(10)
         assert removed.results.get("remove.rc") == "0", removed.results
         assert names(removed.results.get("kexec", ""), built.base.older), removed.results
-        kexec_reboot(chain, 9, "reboot", built.base.older)
+        kexec_reboot(chain, 10, "reboot", built.base.older)
 
 
-def test_step9_purge_gives_firmware_reboots_and_leaves_no_trace(vm_runs, suite):
+def test_step10_purge_gives_firmware_reboots_and_leaves_no_trace(vm_runs, suite):
     built, chain = vm_runs.get(suite, SCENARIO)
-    with step(chain, suite, "step9-purge"):
-        purged = chain.boot(10)
+    with step(chain, suite, "step10-purge"):
+        purged = chain.boot(11)
         assert purged.results.get("purge.rc") == "0", purged.results
         assert purged.results.get("traces") == "", purged.results
         assert purged.results.get("kexec_restored.rc") == "0", purged.results
-        firmware_reboot(chain, 10, "reboot", built.base.provider)
-        assert chain.boot(11).results.get("traces") == "", chain.boot(11).results
+        firmware_reboot(chain, 11, "reboot", built.base.provider)
+        assert chain.boot(12).results.get("traces") == "", chain.boot(12).results
         assert chain.ended and chain.error is None, chain.error
