@@ -115,6 +115,25 @@ needs_mount_namespace = pytest.mark.skipif(bool(mount_namespace_problem()),
                                            reason=mount_namespace_problem() or "a private mount namespace")
 
 
+#: a file's content before and after a write (tests of files and managed)
+KEXEC_OLD = "LOAD_KEXEC=false\n"
+KEXEC_NEW = "LOAD_KEXEC=true\nKERNEL_IMAGE=/boot/vmlinuz-x\n"
+
+
+@pytest.fixture
+def target(tmp_path) -> Path:
+    """etc/kexec in tmp_path, holding KEXEC_OLD."""
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc/kexec"
+    path.write_text(KEXEC_OLD)
+    return path
+
+
+def leftovers(directory: Path) -> list[str]:
+    """The temporary files a write left in ``directory``."""
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
 @pytest.fixture
 def root(tmp_path) -> FakeRoot:
     return FakeRoot(tmp_path / "root")

@@ -5,22 +5,8 @@ import stat
 
 import pytest
 
+from conftest import KEXEC_NEW as NEW, KEXEC_OLD as OLD, leftovers
 from kexec_auto import files
-
-OLD = "LOAD_KEXEC=false\n"
-NEW = "LOAD_KEXEC=true\nKERNEL_IMAGE=/boot/vmlinuz-x\n"
-
-
-@pytest.fixture
-def target(tmp_path):
-    (tmp_path / "etc").mkdir()
-    path = tmp_path / "etc/kexec"
-    path.write_text(OLD)
-    return path
-
-
-def leftovers(directory):
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
 def test_write_atomic_keeps_the_mode_of_the_file_it_replaces(target, tmp_path):
