@@ -40,12 +40,15 @@ def _read(root: str) -> tuple[assess.BootState, str]:
         return state, f"{str(error).removeprefix('not a kexec-auto boot state ')}; {kept}; lost: {lost or 'nothing'}"
 
 
+def _noted(state: assess.BootState, damage: str) -> assess.BootState:
+    """``state`` with the damage ``_read`` found recorded in it."""
+    return assess.damaged(state, now(), f"{BOOT_STATE} {damage}") if damage else state
+
+
 def read_boot_state(root: str) -> tuple[assess.BootState, list[str]]:
     """The boot assessment state, with what was recovered of a damaged
     file, and warnings: what a damage lost, until acknowledged."""
-    state, damage = _read(root)
-    if damage:
-        state = assess.damaged(state, now(), f"{BOOT_STATE} {damage}")
+    state = _noted(*_read(root))
     return state, [f"the boot state was damaged: {notice.partition(' ')[2]} (since {notice.partition(' ')[0]}; "
                    "'kexec-auto acknowledge' once seen)" for notice in state.damage]
 
@@ -56,7 +59,7 @@ def change_boot_state(root: str, change: Change) -> list[str]:
     A damaged file is moved aside to ``.corrupt`` (as it was) and replaced
     by what could be read of it, with what was lost."""
     stored, damage = _read(root)
-    state = assess.damaged(stored, now(), f"{BOOT_STATE} {damage}") if damage else stored
+    state = _noted(stored, damage)
     new, events = change(state)
     if new != stored or damage:
         path = at(root, BOOT_STATE)

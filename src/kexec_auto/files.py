@@ -91,6 +91,21 @@ def read_text(path: Path, limit: int = LIMIT, follow: bool = True, errors: str =
         raise FileError(f"{path}: not UTF-8 text (byte {error.start})") from None
 
 
+def take_text(path: Path) -> Optional[str]:
+    """A one-shot record kexec-auto left for itself: its text on one line
+    (odd bytes replaced, each run of white space one space), None when
+    there is none.  The record is removed once read, whatever it held: a
+    link or a file that is no regular file reads as ''."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        text = read_text(path, follow=False, errors="replace") or ""
+    except FileError:
+        text = ""
+    _unlink(path)
+    return " ".join(text.split())
+
+
 def encode(content: Union[str, bytes]) -> bytes:
     # surrogateescape: bytes that came in undecodable (a command line, a
     # file name) go out exactly as they came.

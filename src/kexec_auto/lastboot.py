@@ -25,7 +25,6 @@ went through the firmware: the shutdown hook leaves a marker of that too.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 from . import files, host
@@ -86,12 +85,8 @@ def kexec_returned(root: str, method: str) -> str:
     hook found that ``kexec -e`` returned ('' otherwise); the hook's record
     is used up.  A boot that came through kexec (``method``) proves it did
     not return."""
-    marker = at(root, KEXEC_RETURNED_MARKER, follow=False)
-    if not os.path.lexists(marker):
-        return ""
-    text = (files.read_text(marker, follow=False, errors="replace") or "").strip()
-    marker.unlink()
-    if method in (KEXEC, HANDOFF):
+    text = files.take_text(at(root, KEXEC_RETURNED_MARKER, follow=False))
+    if text is None or method in (KEXEC, HANDOFF):
         return ""
     status, _, image = text.partition(" ")
     return f"kexec -e returned at shutdown with exit status {status or '?'}, {image or 'the kernel'} loaded"

@@ -35,11 +35,9 @@ def boot(root: str, log: Log = stderr_log) -> int:
     hand off to the selected kernel."""
     method = lastboot.record(root)
     running = host.running_release(root)
-    failed = at(root, LOAD_FAILED_MARKER, follow=False)
-    if failed.exists():
-        message = files.read_text(failed, errors="replace") or ""
-        log(f"warning: the last reboot did not go through kexec: {message.strip()}")
-        failed.unlink()
+    failed = files.take_text(at(root, LOAD_FAILED_MARKER, follow=False))
+    if failed is not None:
+        log(f"warning: the last reboot did not go through kexec: {failed}")
     returned = lastboot.kexec_returned(root, method)
     config, _ = load_config(root)
 
