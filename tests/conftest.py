@@ -167,25 +167,18 @@ def pe_image(signed: bool, magic: int = 0x20B, length: int = 4096) -> bytes:
 
 class FakeRun:
     """Stands in for process execution (commands.run): records every
-    command and answers as configured; systemctl shows RuntimeWatchdogUSec
-    as systemd would, from the administrator's setting and the trial's
-    drop-in at the last reload."""
+    command and answers as configured."""
 
     def __init__(self, returncode: int = 0, stderr: str = "", root: Optional[FakeRoot] = None):
         self.calls: list[list[str]] = []
         self.root = root
         self.returncode, self.stderr = returncode, stderr
-        self.admin_watchdog = "0"
-        self.watchdog = "0"
+        #: what a command prints, by its name and first argument (e.g. ("modinfo", "-k"))
+        self.outputs: dict[tuple[str, str], str] = {}
 
     def __call__(self, argv):
         self.calls.append(argv)
-        out = ""
-        if argv[0].endswith("systemctl") and argv[1:] == ["show", "--property=RuntimeWatchdogUSec", "--value"]:
-            out = self.watchdog + "\n"
-        elif argv[0].endswith("systemctl") and argv[1:] == ["daemon-reload"] and self.root is not None:
-            dropin = self.root.file("/run/systemd/system.conf.d/50-kexec-auto-trial.conf")
-            self.watchdog = "1min" if dropin.exists() and self.admin_watchdog == "0" else self.admin_watchdog
+        out = self.outputs.get((argv[0].rsplit("/", 1)[-1], argv[1] if len(argv) > 1 else ""), "")
         return subprocess.CompletedProcess(argv, self.returncode, out, self.stderr)
 
     def named(self, *prefix):

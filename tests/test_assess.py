@@ -321,65 +321,70 @@ def test_fail_trial_after_the_deadline_says_what_the_boot_waits_for(machine, mon
     assert image(machine) == f"/boot/vmlinuz-{OLD}"
 
 
-def test_a_trial_that_succeeds_leaves_no_safety_net(machine, capsys, monkeypatch):
+def trial_watchdogs_started(machine) -> None:
+    """What hooks/libexec/trial-watchdog leaves when it started i6300esb
+    and the softdog it loaded (tests/test_trial_watchdog.py runs it)."""
+    machine.write("/sys/class/watchdog/watchdog0/identity", "i6300ESB timer\n")
+    machine.write("/sys/class/watchdog/watchdog1/identity", "Software Watchdog\n")
+    machine.write("/dev/watchdog0", "")
+    machine.write("/dev/watchdog1", "")
+    machine.write("/run/kexec-auto/trial-watchdog",
+                  "watchdog0 i6300ESB timer\nloaded softdog\nwatchdog1 Software Watchdog\n")
+
+
+def test_a_trial_that_succeeds_leaves_no_safety_net(machine, capsys):
     r = str(machine)
-    settles = []
-    monkeypatch.setattr(commands, "udev_settle", settles.append)
     cli.main(["load", "--at-shutdown", "--root", r])
     kexec_boots(machine, NEW)
     machine.write("/proc/sys/kernel/panic", "10\n")
     machine.write(f"/boot/config-{NEW}", "CONFIG_KEXEC=y\nCONFIG_PANIC_TIMEOUT=0\n")
-    # kexec-auto-trial-watchdog.service: no watchdog device, softdog is loaded
-    assert cli.main(["watchdog-trial", "--root", r]) == 0
-    fake = machine.fake_run
-    assert fake.ending("modprobe") == [["softdog"]]
-    # no watchdog device: udev gets up to 5 s to load a hardware watchdog's driver
-    assert settles == [5]
-    dropin = "/run/systemd/system.conf.d/50-kexec-auto-trial.conf"
-    assert "RuntimeWatchdogSec=60\n" in machine.read(dropin)
-    assert fake.ending("systemctl")[-1] == ["daemon-reload"] and fake.watchdog == "1min"
-    assert "watchdog armed for 60 s" in capsys.readouterr().err
+    trial_watchdogs_started(machine)
     cli.main(["boot", "--root", r])
+    fake = machine.fake_run
     fake.calls.clear()
     assert cli.main(["bless", "--root", r]) == 0
     assert machine.read("/proc/sys/kernel/panic") == "0\n"
-    assert not machine.exists(dropin) and fake.watchdog == "0"
+    # each watchdog the trial started got the magic close, softdog is unloaded
+    assert machine.read("/dev/watchdog0") == "V" and machine.read("/dev/watchdog1") == "V"
     assert fake.ending("modprobe") == [["-r", "softdog"]]
-    assert fake.ending("systemctl") == [["stop", "kexec-auto-trial-deadline.timer"], ["daemon-reload"]]
-    # softdog goes only once systemd let go of it
-    names = [c[0].rsplit("/", 1)[-1] + " " + c[1] for c in fake.calls]
-    assert names.index("systemctl daemon-reload") < names.index("modprobe -r")
+    assert not machine.exists("/run/kexec-auto/trial-watchdog")
+    # systemd is not reloaded: the deadline timer is stopped, the rest is
+    # held by the trial-over flag
+    assert fake.ending("systemctl") == [["stop", "kexec-auto-trial-deadline.timer"]]
     assert machine.exists("/run/kexec-auto/trial-over")
+    assert "warning" not in capsys.readouterr().err
     # Once over, the trial's units do nothing.
     fake.calls.clear()
     assert cli.main(["fail-trial", "deadline", "--root", r]) == 0
-    assert cli.main(["watchdog-trial", "--root", r]) == 0
     assert fake.calls == []
 
 
-def test_the_trial_watchdog_prefers_hardware_and_keeps_the_administrators(machine, monkeypatch):
+def test_bless_leaves_alone_a_watchdog_that_is_no_longer_the_trials(machine, capsys):
     r = str(machine)
-    settles = []
-    monkeypatch.setattr(commands, "udev_settle", settles.append)
     cli.main(["load", "--at-shutdown", "--root", r])
     kexec_boots(machine, NEW)
-    machine.write("/sys/class/watchdog/watchdog0/identity", "i6300ESB timer\n")
-    assert cli.main(["watchdog-trial", "--root", r]) == 0
-    assert machine.fake_run.ending("modprobe") == []
-    # the device is there: no waiting for udev
-    assert settles == []
-    assert machine.fake_run.watchdog == "1min"
-    assert machine.read("/run/kexec-auto/trial-watchdog") == "-\n"
-    # systemd's RuntimeWatchdogSec set by the administrator stays.
-    machine.file("/run/kexec-auto/trial-watchdog").unlink()
-    machine.file("/run/systemd/system.conf.d/50-kexec-auto-trial.conf").unlink()
-    machine.fake_run.admin_watchdog = machine.fake_run.watchdog = "30s"
-    machine.fake_run.calls.clear()
-    assert cli.main(["watchdog-trial", "--root", r]) == 0
-    assert not machine.exists("/run/systemd/system.conf.d/50-kexec-auto-trial.conf")
-    assert machine.fake_run.ending("systemctl") == [["show", "--property=RuntimeWatchdogUSec", "--value"]]
-    cli.main(["bless", "--root", r])
-    assert machine.fake_run.watchdog == "30s"
+    trial_watchdogs_started(machine)
+    # softdog was unloaded and something else registered as watchdog1
+    machine.write("/sys/class/watchdog/watchdog1/identity", "iTCO_wdt\n")
+    cli.main(["boot", "--root", r])
+    assert cli.main(["bless", "--root", r]) == 0
+    assert machine.read("/dev/watchdog0") == "V" and machine.read("/dev/watchdog1") == ""
+    assert "watchdog1 is no longer 'Software Watchdog'; not stopped" in capsys.readouterr().err
+    assert boot_state(machine).marks[NEW].state == "good"
+
+
+def test_a_watchdog_that_cannot_be_stopped_is_reported_and_the_trial_still_ends(machine, capsys):
+    r = str(machine)
+    cli.main(["load", "--at-shutdown", "--root", r])
+    kexec_boots(machine, NEW)
+    trial_watchdogs_started(machine)
+    machine.file("/dev/watchdog0").unlink()
+    cli.main(["boot", "--root", r])
+    assert cli.main(["bless", "--root", r]) == 0
+    err = capsys.readouterr().err
+    assert "warning: cannot stop the trial's watchdog watchdog0 (i6300ESB timer): No such file or directory" in err
+    assert machine.read("/dev/watchdog1") == "V"
+    assert boot_state(machine).marks[NEW].state == "good"
 
 
 def test_the_administrators_panic_timeout_is_not_touched(machine):
@@ -650,3 +655,22 @@ def test_an_image_whose_release_cannot_be_told_is_loaded_but_not_judged(machine,
     state = boot_state(machine) if machine.exists(bootstate.BOOT_STATE) else BootState()
     assert state.trying is None
     assert "cannot tell which kernel release /boot/kernel.img is; its boot is not judged" in capsys.readouterr().err
+
+
+def test_a_trial_watchdog_that_systemd_took_over_is_left_to_it(machine, capsys, monkeypatch):
+    import errno as errnos
+
+    from kexec_auto import host
+
+    r = str(machine)
+    cli.main(["load", "--at-shutdown", "--root", r])
+    kexec_boots(machine, NEW)
+    trial_watchdogs_started(machine)
+    real = host.stop_watchdog
+    monkeypatch.setattr(host, "stop_watchdog", lambda root, device: OSError(errnos.EBUSY, "Device or resource busy")
+                        if device == "watchdog0" else real(root, device))
+    cli.main(["boot", "--root", r])
+    assert cli.main(["bless", "--root", r]) == 0
+    err = capsys.readouterr().err
+    assert "watchdog0 (i6300ESB timer) is in use (systemd's RuntimeWatchdogSec=?): left to its user" in err
+    assert "warning" not in err and machine.read("/dev/watchdog1") == "V"

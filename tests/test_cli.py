@@ -568,3 +568,63 @@ def test_list_and_status_say_the_running_kernel_is_unknown_in_a_chroot(two_kerne
     run_cli(two_kernels, "status")
     out = capsys.readouterr().out
     assert "command line:     (none)  [from none yet: the first boot of this system fills it in]" in out
+
+
+def guards_of(root, capsys) -> dict:
+    capsys.readouterr()
+    assert run_cli(root, "status", "--json") in (0, cli.EXIT_NOT_KEXEC)
+    return {g["failure"]: (g["guarded"], g["why"]) for g in json.loads(capsys.readouterr().out)["trial_guards"]}
+
+
+def test_status_says_which_failures_trial_boots_are_guarded_against(two_kernels, fake_run, capsys, monkeypatch):
+    import os
+
+    from kexec_auto import commands
+
+    real_which = commands.which
+    monkeypatch.setattr(commands, "which", lambda name: "/sbin/modinfo" if name == "modinfo" else real_which(name))
+
+    run_cli(two_kernels, "update")
+    # a cloud machine: no hardware watchdog, softdog in the kernel, no initramfs hook
+    two_kernels.write(f"/lib/modules/{NEW}/modules.dep", "kernel/drivers/watchdog/softdog.ko.xz:\n")
+    guards = guards_of(two_kernels, capsys)
+    assert list(guards) == ["panic", "root not found", "emergency", "deadline", "soft hang", "hard hang",
+                            "early hang"]
+    assert guards["panic"] == (True, "panic=10: the kernel resets the machine")
+    assert guards["soft hang"] == (True, "softdog, 360 s after the kernel started")
+    assert guards["hard hang"] == (False, "no hardware watchdog; softdog stops with the CPU")
+    assert guards["early hang"] == (False, "no initramfs-tools: watchdogs start in the trial's userspace")
+    # kexec-auto's initramfs hook, installed after the initrd was built, then before
+    two_kernels.write("/usr/share/initramfs-tools/hooks/kexec-auto", "#!/bin/sh\n", 0o755)
+    os.utime(two_kernels.file(f"/boot/initrd.img-{NEW}"), (1, 1))
+    assert guards_of(two_kernels, capsys)["early hang"][0] is False
+    os.utime(two_kernels.file("/usr/share/initramfs-tools/hooks/kexec-auto"), (0, 0))
+    assert guards_of(two_kernels, capsys)["early hang"] == (
+        True, "from the initramfs on; not in purgatory or before the initramfs runs: no watchdog runs across kexec")
+    # qemu's i6300esb, its driver with the heartbeat parameter
+    two_kernels.write("/sys/class/watchdog/watchdog0/identity", "i6300ESB timer\n")
+    two_kernels.file("/sys/module/i6300esb").mkdir(parents=True)
+    # sysfs's links, relative as the kernel makes them
+    two_kernels.file("/sys/bus/pci/drivers/i6300ESB timer").mkdir(parents=True)
+    two_kernels.file("/sys/bus/pci/drivers/i6300ESB timer/module").symlink_to("../../../../module/i6300esb")
+    two_kernels.file("/sys/bus/pci/devices/0000:00:04.0").mkdir(parents=True)
+    two_kernels.file("/sys/bus/pci/devices/0000:00:04.0/driver").symlink_to("../../drivers/i6300ESB timer")
+    two_kernels.file("/sys/class/watchdog/watchdog0/device").symlink_to("../../../bus/pci/devices/0000:00:04.0")
+    guards = guards_of(two_kernels, capsys)
+    assert guards["hard hang"][0] is False and "its driver has no heartbeat parameter" in guards["hard hang"][1]
+    fake_run.outputs[("modinfo", "-k")] = (
+        "heartbeat:Watchdog heartbeat in seconds. (1<heartbeat<2046, default=30) (int)\n"
+        "nowayout:Watchdog cannot be stopped once started (default=0) (bool)\n")
+    guards = guards_of(two_kernels, capsys)
+    assert [c[1:] for c in fake_run.calls if c[0].endswith("/modinfo")][-1] == ["-k", NEW, "-F", "parm", "i6300esb"]
+    assert guards["hard hang"] == (True, "i6300ESB timer, 360 s after the kernel started")
+    assert guards["soft hang"] == (True, "softdog and i6300ESB timer, 360 s after the kernel started")
+    # the administrator's panic=0 stands, and says so
+    two_kernels.config("CMDLINE='root=/dev/vda ro panic=0'\n")
+    guards = guards_of(two_kernels, capsys)
+    assert guards["panic"] == (False, "panic=0 on the command line: a panic waits forever")
+    assert guards["root not found"][0] is False
+    run_cli(two_kernels, "status")
+    out = capsys.readouterr().out
+    assert "trial, panic:           NOT guarded: panic=0 on the command line: a panic waits forever" in out
+    assert "trial, hard hang:       guarded: i6300ESB timer, 360 s after the kernel started" in out

@@ -110,12 +110,26 @@ def test_dh_package_installs_every_file_where_it_belongs(debs):
         "/usr/share/man/man8/kexec-auto.8.gz": "-rw-r--r--",
         "/usr/lib/python3/dist-packages/kexec_auto/cli.py": "-rw-r--r--",
         "/usr/share/doc/kexec-auto/copyright": "-rw-r--r--",
+        # the trial's watchdogs, from the initramfs on
+        "/usr/lib/kexec-auto/trial-watchdog": "-rwxr-xr-x",
+        "/usr/share/initramfs-tools/hooks/kexec-auto": "-rwxr-xr-x",
+        "/usr/share/initramfs-tools/scripts/init-top/kexec-auto": "-rwxr-xr-x",
+        "/lib/systemd/system/kexec-auto-trial-watchdog.service": "-rw-r--r--",
     }
     for path, mode in expected.items():
         assert files.get(path) == mode, f"{path}: {files.get(path)!r}, expected {mode}"
     # data_files must not land inside the Python package directory.
     assert not [p for p in files if p.startswith("/usr/lib/python3") and p.endswith(".j2")]
     assert not [p for p in files if "/usr/local/" in p or "/.pybuild" in p]
+
+
+@pytest.mark.package
+@pytest.mark.parametrize("build", ["dh", "stdeb"])
+def test_installing_rebuilds_the_initramfs_with_the_hook(debs, tmp_path, build):
+    """dh_installinitramfs's trigger: update-initramfs runs once kexec-auto
+    is configured, so the newest kernel's initramfs gets the hook at once."""
+    control = control_files(debs[build], tmp_path / "DEBIAN")
+    assert control["triggers"].decode().split("\n").count("activate-noawait update-initramfs") == 1
 
 
 @pytest.mark.package
@@ -249,15 +263,17 @@ def test_trial_watchdog_unit_holds_up_no_boot_target():
     for line in (
         "DefaultDependencies=no",
         "After=systemd-udev-trigger.service systemd-modules-load.service",
-        # kexec-auto's boot assessment (and what a test hangs after it) waits, nothing else
-        "Before=kexec-auto-boot.service shutdown.target",
+        # only the end of the trial waits for it
+        "Before=kexec-auto-bless.service shutdown.target",
         "Conflicts=shutdown.target",
         "ConditionKernelCommandLine=kexec_auto.trial",
-        "ExecStart=/usr/bin/kexec-auto watchdog-trial",
+        # a shell program: no Python process, no reload of systemd
+        "ExecStart=/usr/lib/kexec-auto/trial-watchdog start",
     ):
         assert line in lines, line
     before = [line for line in lines if line.startswith(("Before=", "RequiredBy=", "WantedBy="))]
-    assert before == ["Before=kexec-auto-boot.service shutdown.target"], before
+    assert before == ["Before=kexec-auto-bless.service shutdown.target"], before
+    assert (REPO / "hooks/libexec/trial-watchdog").read_text().startswith("#!/bin/sh\n")
 
 
 def test_boot_unit_runs_early_but_holds_up_nothing():

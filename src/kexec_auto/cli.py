@@ -101,10 +101,6 @@ def build_parser() -> Parser:
         "(run by kexec-auto-fail-trial@.service)",
     )
     p.add_argument("kind", choices=("emergency", "rescue", "deadline"))
-    sub.add_parser(
-        "watchdog-trial", parents=[common],
-        help="arm systemd's watchdog for a trial boot (run by kexec-auto-trial-watchdog.service)",
-    )
     p = sub.add_parser("forget", parents=[common], help="clear a kernel's good or bad mark so it can be selected again")
     p.add_argument("release", metavar="RELEASE")
     sub.add_parser("acknowledge", parents=[common],
@@ -170,6 +166,9 @@ def _print_status(data: dict) -> None:
         print(f"this boot:        a trial boot; its safety net resets the machine if the boot does not "
               f"complete within {data['trial_timeout']} s")
     print(f"tries:            a kernel is marked bad after {data['tries']} failed trial boot(s) in a row (TRIES)")
+    for guard in data["trial_guards"]:
+        word = "guarded" if guard["guarded"] else "NOT guarded"
+        print(f"trial, {guard['failure'] + ':':<16} {word}: {guard['why']}")
     for release, info in data["failed_kernels"].items():
         print(f"failed trials:    {release}: {info['failed_trials']}, {info['tries_left']} tries left: {info['why']}")
     for notice in data["boot_state_damage"]:
@@ -244,8 +243,6 @@ def _run(args: argparse.Namespace) -> int:
             return reboot.bless(args.root)
         if args.command == "fail-trial":
             return reboot.fail_trial(args.root, args.kind)
-        if args.command == "watchdog-trial":
-            return reboot.watchdog_trial(args.root)
         if args.command == "forget":
             reboot.forget(args.root, args.release)
             # The next reboot may try it again: say so in /etc/default/kexec now.

@@ -1,4 +1,4 @@
-"""The commands kexec-auto runs: systemctl, udevadm, modprobe, systemd-sysctl.
+"""The commands kexec-auto runs: systemctl, modprobe, systemd-sysctl.
 
 Each is looked up on the system's own PATH of administrative tools, run
 without our stdin, its output captured; what each returns is parsed here,
@@ -88,10 +88,15 @@ def modprobe(module: str, remove: bool = False) -> str:
     return "" if result.returncode == 0 else (result.stderr.strip() or f"modprobe exit status {result.returncode}")
 
 
-def udev_settle(seconds: int) -> None:
-    udevadm = which("udevadm")
-    if udevadm:
-        run([udevadm, "settle", f"--timeout={seconds}"])
+def module_parameters(release: str, module: str) -> list[str]:
+    """The parameters module ``module`` of kernel ``release`` takes (modinfo)."""
+    modinfo = which("modinfo")
+    if modinfo is None:
+        return []
+    result = run([modinfo, "-k", release, "-F", "parm", module])
+    if result.returncode != 0:
+        return []
+    return [line.split(":", 1)[0] for line in result.stdout.splitlines() if line.strip()]
 
 
 def apply_sysctl(prefix: str) -> None:
@@ -100,12 +105,3 @@ def apply_sysctl(prefix: str) -> None:
         if os.access(path, os.X_OK):
             run([path, f"--prefix={prefix}"])
             return
-
-
-def runtime_watchdog() -> Optional[str]:
-    """systemd's RuntimeWatchdogUSec as systemctl shows it ('0': off), None
-    when it cannot be read.  (There is no system bus this early in boot, and
-    systemd's private socket takes no busctl: systemctl is the way.)"""
-    result = systemctl("show", "--property=RuntimeWatchdogUSec", "--value")
-    value = result.stdout.strip()
-    return value if result.returncode == 0 and value else None

@@ -161,3 +161,47 @@ def watchdog_devices(root: str) -> list[str]:
 
 def watchdog_identity(root: str, device: str) -> str:
     return (read(root, f"/sys/class/watchdog/{device}/identity") or "").strip()
+
+
+def watchdog_module(root: str, device: str) -> str:
+    """The module of a watchdog's driver ('' when built in or unknown)."""
+    link = at(root, f"/sys/class/watchdog/{device}/device/driver/module")
+    return os.path.basename(os.path.realpath(link)) if os.path.exists(link) else ""
+
+
+def hardware_watchdogs(root: str) -> list[tuple[str, str]]:
+    """The machine's watchdogs other than softdog: (identity, module of
+    its driver, '' when built in)."""
+    found = []
+    for device in watchdog_devices(root):
+        identity = watchdog_identity(root, device)
+        if identity and identity != "Software Watchdog":
+            found.append((identity, watchdog_module(root, device)))
+    return found
+
+
+def kernel_has_module(root: str, release: str, name: str) -> bool:
+    """Whether kernel ``release`` has module ``name`` (built in or not),
+    from its modules.dep and modules.builtin."""
+    for index in ("modules.dep", "modules.builtin"):
+        text = read(root, f"/lib/modules/{release}/{index}", KERNEL_CONFIG_LIMIT) or ""
+        if f"/{name}.ko" in text:
+            return True
+    return False
+
+
+def stop_watchdog(root: str, device: str) -> Optional[OSError]:
+    """Stop a running watchdog with the watchdog API's magic close: open
+    /dev/DEVICE, write "V", close.  None on success, else the error
+    (EBUSY: another process, such as systemd, has it open)."""
+    try:
+        fd = os.open(at(root, f"/dev/{device}"), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        return error
+    try:
+        os.write(fd, b"V")
+    except OSError as error:
+        return error
+    finally:
+        os.close(fd)
+    return None

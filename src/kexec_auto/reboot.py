@@ -160,11 +160,6 @@ def fail_trial(root: str, kind: str, log: Log = stderr_log) -> int:
     return 0
 
 
-def watchdog_trial(root: str, log: Log = stderr_log) -> int:
-    """Arm the watchdog of a trial boot (kexec-auto-trial-watchdog.service)."""
-    return safetynet.arm_watchdog(root, log)
-
-
 def mark_loaded(root: str, image: str) -> None:
     marker = at(root, LOADED_MARKER, follow=False)
     files.make_dirs(marker.parent)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import __version__, assess, bootscan, files, host, kexectools, lastboot, managed, metrics, safetynet
+from . import (__version__, assess, bootscan, commands, files, host, kexectools, lastboot, managed, metrics,
+               safetynet, trial)
 from .app import Plan, make_plan
 from .clock import epoch
 from .config import CONFIG_PATH, ConfigError
@@ -17,6 +18,7 @@ from .paths import at
 #: past the /usr merge (trixie and later), /lib on bookworm.
 SHUTDOWN_HOOKS = ("/usr/lib/systemd/system-shutdown/kexec-auto", "/lib/systemd/system-shutdown/kexec-auto")
 LOAD_UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants/kexec-auto-load.service"
+INITRAMFS_HOOK = "/usr/share/initramfs-tools/hooks/kexec-auto"
 # Version of the ``status --json`` schema (kexec-auto(8)): raised only when a
 # field is removed or changes meaning; new fields keep it.
 STATUS_SCHEMA = 1
@@ -99,6 +101,32 @@ def last_trial(state: assess.BootState) -> Optional[dict]:
     return {"release": release, "outcome": mark.state, "time": mark.when}
 
 
+def trial_guards(root: str, plan: Plan) -> list[safetynet.Guard]:
+    """Which failures the selected kernel's trial boots are guarded against."""
+    kernel = plan.selection.kernel
+    panic = trial.PANIC_SECONDS  # kexec-auto adds it, unless the command line has its own
+    words = plan.append.split()
+    if trial.sets_panic(words):
+        for word in words[:words.index(trial.INIT_SEPARATOR)] if trial.INIT_SEPARATOR in words else words:
+            key, _, value = word.partition("=")
+            if key == trial.PANIC_WORD:  # the kernel takes the last one
+                panic = int(value) if value.lstrip("-").isdigit() else 0
+    hook: Optional[bool] = None
+    if at(root, INITRAMFS_HOOK).exists():
+        hook = False
+        if kernel is not None and kernel.initrd:
+            try:
+                hook = at(root, kernel.initrd).stat().st_mtime >= at(root, INITRAMFS_HOOK).stat().st_mtime
+            except OSError:
+                hook = False
+    softdog = kernel is not None and host.kernel_has_module(root, kernel.release, safetynet.SOFTDOG)
+    # trial-watchdog sets a hardware watchdog's timeout by reloading its module with heartbeat=
+    hardware = [(identity, bool(module) and kernel is not None
+                 and "heartbeat" in commands.module_parameters(kernel.release, module))
+                for identity, module in host.hardware_watchdogs(root)]
+    return safetynet.guards(panic, plan.config.trial_timeout, hook, softdog, hardware)
+
+
 def status_report(root: str) -> dict:
     """Data behind ``kexec-auto status``."""
     plan = make_plan(root)
@@ -134,6 +162,8 @@ def status_report(root: str) -> dict:
         "tries": plan.config.tries,
         "trial_timeout": plan.config.trial_timeout,
         "last_trial": last_trial(plan.boot_state),
+        "trial_guards": [{"failure": g.failure, "guarded": g.guarded, "why": g.why}
+                         for g in trial_guards(root, plan)],
         "bad_kernels": {r: m.why for r, m in plan.boot_state.bad().items()},
         "boot_state_damage": list(plan.boot_state.damage),
         "failed_kernels": {

@@ -11,28 +11,33 @@ trial.  What each piece does, and who sets it up:
 * a boot that does not complete (the generator's deadline timer, backed by
   JobTimeoutSec= on kexec-auto-bless.service's start job): the failure is
   recorded, with what the boot still waits for, and the machine reset.
-* a hang (kexec-auto-trial-watchdog.service, ``watchdog-trial``): systemd's
-  runtime watchdog is armed (a drop-in in /run/systemd/system.conf.d and a
-  reload) on the machine's watchdog device, or on the kernel's softdog when
-  there is none, so that a machine that stops responding is reset.
+* a hang, from the trial kernel's initramfs on (hooks/libexec/trial-watchdog,
+  run in the initramfs, or by kexec-auto-trial-watchdog.service when the
+  initramfs lacks kexec-auto's hook): softdog, and a hardware watchdog
+  whose timeout can be set, are started with the deadline plus 60 s and
+  left running with no one to ping them.  They are listed in
+  /run/kexec-auto/trial-watchdog.
 
-All of it ends when the trial does: :func:`end` (run by ``bless``) puts the
-panic timeout and the watchdog back as they were, stops the deadline and
-lets systemd drop what the generator added.
+All of it ends when the trial does: :func:`end` (run by ``bless``) stops
+those watchdogs with the magic close, unloads the softdog it loaded, puts
+the panic timeout back and stops the deadline.  The generator's units stay
+loaded but do nothing: their conditions say the trial is over.  systemd is
+never reloaded.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import errno
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 from . import commands, host, trial
 from .log import Log
 from .paths import at
 
 RUN_DIR = "/run/kexec-auto"
-TRIAL_OVER = f"{RUN_DIR}/trial-over"  # the generator adds nothing once this exists
-WATCHDOG_SAVED = f"{RUN_DIR}/trial-watchdog"  # whether the trial loaded softdog
-WATCHDOG_DROPIN = "/run/systemd/system.conf.d/50-kexec-auto-trial.conf"
+TRIAL_OVER = f"{RUN_DIR}/trial-over"  # the trial's units do nothing once this exists
+TRIAL_WATCHDOGS = f"{RUN_DIR}/trial-watchdog"  # what trial-watchdog started
 DEADLINE_TIMER = "kexec-auto-trial-deadline.timer"
 SOFTDOG = "softdog"
 
@@ -45,63 +50,49 @@ def on_trial(root: str) -> Optional[int]:
     return trial.trial_deadline(host.current_cmdline_words(root))
 
 
-def arm_watchdog(root: str, log: Log, settle: int = 5) -> int:
-    """Arm systemd's runtime watchdog for this trial boot (unless the
-    administrator already runs it): a drop-in in /run/systemd/system.conf.d
-    and a reload.  A hardware watchdog is preferred; the kernel's softdog is
-    loaded only when there is none."""
-    if on_trial(root) is None:
-        return 0
-    before = commands.runtime_watchdog()
-    if before is None:
-        log("warning: cannot read systemd's RuntimeWatchdogUSec; no watchdog for this trial boot")
-        return 0
-    if before != "0":
-        log(f"systemd's runtime watchdog is already set ({before}); kept for this trial boot")
-        return 0
-    devices = host.watchdog_devices(root)
-    if not devices:
-        commands.udev_settle(settle)  # let udev load the driver of a hardware watchdog first
-        devices = host.watchdog_devices(root)
-    loaded_softdog = False
-    if not devices:
-        error = commands.modprobe(SOFTDOG)
-        if error:
-            log(f"warning: no watchdog device and softdog cannot be loaded ({error}); "
-                "a hang of this trial boot is not caught")
-            return 0
-        loaded_softdog = True
-    saved = at(root, WATCHDOG_SAVED)
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    saved.write_text("softdog\n" if loaded_softdog else "-\n", encoding="ascii")
-    dropin = at(root, WATCHDOG_DROPIN)
-    dropin.parent.mkdir(parents=True, exist_ok=True)
-    dropin.write_text(
-        "# kexec-auto: this boot is a trial; kexec-auto bless removes this file.\n"
-        f"[Manager]\nRuntimeWatchdogSec={trial.WATCHDOG_SECONDS}\n", encoding="ascii")
-    result = commands.systemctl("daemon-reload")
-    if result.returncode != 0:
-        log(f"warning: cannot arm systemd's runtime watchdog: {result.stderr.strip()}")
-        return 0
-    devices = host.watchdog_devices(root)
-    what = host.watchdog_identity(root, devices[0]) if devices else "?"
-    log(f"trial boot: systemd's watchdog armed for {trial.WATCHDOG_SECONDS} s on {what}")
-    return 0
+def started_watchdogs(text: str) -> tuple[list[tuple[str, str]], bool]:
+    """What /run/kexec-auto/trial-watchdog says trial-watchdog did: the
+    devices it started, with their identity, and whether it loaded softdog.
+
+    >>> started_watchdogs("watchdog0 i6300ESB timer\\nwatchdog1 Software Watchdog\\nloaded softdog\\n")
+    ([('watchdog0', 'i6300ESB timer'), ('watchdog1', 'Software Watchdog')], True)
+    >>> started_watchdogs("../../etc/passwd x\\n")
+    ([], False)
+    """
+    devices: list[tuple[str, str]] = []
+    loaded = False
+    for line in text.splitlines():
+        name, _, identity = line.partition(" ")
+        if line == f"loaded {SOFTDOG}":
+            loaded = True
+        elif name.startswith("watchdog") and name[len("watchdog"):].isdigit():
+            devices.append((name, identity.strip()))
+    return devices, loaded
 
 
-def _restore_watchdog(root: str, log: Log) -> None:
-    """After the reload that drops the drop-in (systemd then disarms the
-    device): unload softdog if the trial loaded it."""
-    saved = at(root, WATCHDOG_SAVED)
+def _stop_watchdogs(root: str, log: Log) -> None:
+    """Stop the watchdogs the trial started (magic close), then unload the
+    softdog it loaded.  A device whose identity changed is left alone."""
+    record = at(root, TRIAL_WATCHDOGS)
     try:
-        softdog = saved.read_text(encoding="ascii").strip()
+        text = record.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return
-    if softdog == SOFTDOG:
-        error = commands.modprobe(SOFTDOG, remove=True)
-        if error:
-            log(f"warning: cannot unload softdog: {error}")
-    saved.unlink(missing_ok=True)
+    devices, loaded = started_watchdogs(text)
+    for device, identity in devices:
+        if host.watchdog_identity(root, device) != identity:
+            log(f"warning: {device} is no longer {identity!r}; not stopped")
+            continue
+        error = host.stop_watchdog(root, device)
+        if error is not None and error.errno == errno.EBUSY:
+            log(f"{device} ({identity}) is in use (systemd's RuntimeWatchdogSec=?): left to its user")
+        elif error is not None:
+            log(f"warning: cannot stop the trial's watchdog {device} ({identity}): {error.strerror or error}")
+    if loaded:
+        failure = commands.modprobe(SOFTDOG, remove=True)
+        if failure:
+            log(f"warning: cannot unload softdog: {failure}")
+    record.unlink(missing_ok=True)
 
 
 def _restore_panic(root: str, running: str, log: Log) -> None:
@@ -124,15 +115,77 @@ def end(root: str, running: str, log: Log) -> None:
     flag = at(root, TRIAL_OVER)
     flag.parent.mkdir(parents=True, exist_ok=True)
     flag.write_text("", encoding="ascii")
+    _stop_watchdogs(root, log)
     _restore_panic(root, running, log)
-    at(root, WATCHDOG_DROPIN).unlink(missing_ok=True)
     commands.systemctl("stop", DEADLINE_TIMER)
-    # The generator now adds nothing: reloading drops its units and drop-ins,
-    # and systemd disarms the watchdog the trial armed.
-    result = commands.systemctl("daemon-reload")
-    if result.returncode != 0:
-        log(f"warning: systemctl daemon-reload failed: {result.stderr.strip()}")
-    _restore_watchdog(root, log)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Whether trial boots on this machine are brought back from one way of failing."""
+    failure: str
+    guarded: bool
+    why: str
+
+
+def guards(panic: int, deadline: int, initramfs_hook: Optional[bool], softdog: bool,
+           hardware: Sequence[tuple[str, bool]]) -> list[Guard]:
+    """Which failures the next trial boot is guarded against, and why (not).
+
+    ``panic`` is the panic= of the trial command line, ``initramfs_hook``
+    whether the trial kernel's initrd has kexec-auto's hook (None: no
+    initramfs-tools), ``softdog`` whether that kernel has the module,
+    ``hardware`` the machine's hardware watchdogs with whether their timeout
+    can be set.
+
+    >>> for g in guards(10, 300, True, True, [("i6300ESB timer", True)]):
+    ...     print(g.failure, g.guarded)
+    panic True
+    root not found True
+    emergency True
+    deadline True
+    soft hang True
+    hard hang True
+    early hang True
+    >>> [g.why for g in guards(0, 300, False, False, []) if not g.guarded][:2]
+    ['panic=0 on the command line: a panic waits forever', 'panic=0 on the command line: a panic waits forever']
+    >>> guards(10, 300, False, True, [])[6].why
+    "the trial kernel's initrd has no kexec-auto hook (update-initramfs -u): watchdogs start in its userspace"
+    """
+    reset = deadline + trial.BACKSTOP_SECONDS
+    out = []
+    if panic > 0:
+        out.append(Guard("panic", True, f"panic={panic}: the kernel resets the machine"))
+        out.append(Guard("root not found", True, f"initramfs-tools panics, and panic={panic} resets"))
+    else:
+        why = f"panic={panic} on the command line: a panic waits forever"
+        out += [Guard("panic", False, why), Guard("root not found", False, why)]
+    out.append(Guard("emergency", True, "kexec-auto-fail-trial@emergency.service records why and resets"))
+    out.append(Guard("deadline", True, f"a boot not complete {deadline} s after the kernel started is reset"))
+    usable = [name for name, settable in hardware if settable]
+    watchdogs = (["softdog"] if softdog else []) + usable
+    if watchdogs:
+        out.append(Guard("soft hang", True, f"{' and '.join(watchdogs)}, {reset} s after the kernel started"))
+    else:
+        out.append(Guard("soft hang", False, "no softdog module and no hardware watchdog"))
+    if usable:
+        out.append(Guard("hard hang", True, f"{usable[0]}, {reset} s after the kernel started"))
+    elif hardware:
+        out.append(Guard("hard hang", False, f"the timeout of {hardware[0][0]} cannot be set "
+                         "(its driver has no heartbeat parameter); softdog stops with the CPU"))
+    else:
+        out.append(Guard("hard hang", False, "no hardware watchdog; softdog stops with the CPU"))
+    if not watchdogs:
+        out.append(Guard("early hang", False, "no watchdog"))
+    elif initramfs_hook:
+        out.append(Guard("early hang", True, "from the initramfs on; not in purgatory or before the "
+                         "initramfs runs: no watchdog runs across kexec"))
+    elif initramfs_hook is None:
+        out.append(Guard("early hang", False, "no initramfs-tools: watchdogs start in the trial's userspace"))
+    else:
+        out.append(Guard("early hang", False, "the trial kernel's initrd has no kexec-auto hook "
+                         "(update-initramfs -u): watchdogs start in its userspace"))
+    return out
 
 
 def failure_reason(kind: str, deadline: Optional[int]) -> str:

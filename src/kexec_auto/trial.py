@@ -30,10 +30,9 @@ TRIAL_WORD = "kexec_auto.trial"
 PANIC_WORD = "panic"
 #: Seconds a trial kernel waits after a panic before it resets the machine.
 PANIC_SECONDS = 10
-#: The systemd watchdog armed for a trial boot, in seconds.
-WATCHDOG_SECONDS = 60
 #: How much longer than the deadline the boot-completion job may wait before
-#: systemd itself forces the reboot (in case the deadline service cannot run).
+#: systemd itself forces the reboot (in case the deadline service cannot run);
+#: the trial's watchdogs fire as late (hooks/libexec/trial-watchdog).
 BACKSTOP_SECONDS = 60
 INIT_SEPARATOR = "--"
 

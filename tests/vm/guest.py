@@ -207,7 +207,7 @@ MARKS = re.compile(r"Linux version \S+|reboot: Restarting system|reboot: Power d
                    # systemd's console status: coloured, and cut to the
                    # console's width ("kexec-auto-load.s…lled kernel ...")
                    r"|Stopp(?:ing|ed) (?:\x1b\[[0-9;]*m)?(?:kexec-auto-load\.s|Load the newest installed kernel)"
-                   r"|KA-UP\b")
+                   r"|KA-UP\b|KA-BLESSED\b")
 
 
 def qemu_command(disk: Path, kernel: Path | None, initrd: Path | None, log: Path,

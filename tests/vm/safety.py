@@ -18,6 +18,9 @@ The modes:
               systemd enters emergency mode
   deadline    a unit that never finishes starting under N: the boot never
               completes
+  earlyhang   N's initrd hangs early (an init-premount script that sleeps
+              forever): no panic, no shell, no systemd; only the watchdogs
+              that kexec-auto's init-top script started reset the machine
   softlockup  a module that spins with preemption off under N (the kernel
               hangs; timer interrupts still run)
   hardlockup  a module that spins with interrupts off under N (only a
@@ -37,11 +40,12 @@ from . import guest, image, scenarios
 #: command line: no panic=, root read-only until systemd remounts it
 CLOUD_APPEND = "root=/dev/vda ro console=ttyS0,115200"
 KA = "/var/lib/ka-test"
-MODES = ("panic", "noroot", "emergency", "deadline", "softlockup", "hardlockup")
+MODES = ("panic", "noroot", "earlyhang", "emergency", "deadline", "softlockup", "hardlockup")
 #: what `kexec-auto status` must give in the reason, per mode
 REASONS = {
     "panic": ("it never reached its userspace",),
     "noroot": ("it never reached its userspace",),
+    "earlyhang": ("it never reached its userspace",),
     "emergency": ("entered emergency mode (failed: ", "ka\\x2dfat.mount"),
     "deadline": ("did not complete its boot within @DEADLINE@ s (still waiting for: ", "ka-hang.service (start)"),
     "softlockup": ("it had started its userspace",),
@@ -52,6 +56,9 @@ REASONS = {
 #: any stage can set the default back, so O's trial gets it too: there it
 #: is the good trial's deadline, which a boot under TCG fits in.
 DEADLINE = 120
+#: TRIAL_TIMEOUT of an early hang without the hand-off (the least there is):
+#: no systemd runs, so only the watchdogs end that trial, 60 s after it
+EARLY_DEADLINE = 30
 DEFAULT_TRIES = 2
 HANG_SOURCE = Path(__file__).resolve().parent / "ka_hang"
 
@@ -72,8 +79,14 @@ class Plan:
 
     @property
     def deadline(self) -> int:
-        """TRIAL_TIMEOUT of the deadline mode's trials."""
+        """TRIAL_TIMEOUT of the trials of the deadline and lockup modes
+        (a hang is reset 60 s after the deadline)."""
         return GOOD_DEADLINE if self.handoff else DEADLINE
+
+    @property
+    def early_deadline(self) -> int:
+        """TRIAL_TIMEOUT of the early hang's trials."""
+        return GOOD_DEADLINE if self.handoff else EARLY_DEADLINE
 
     def reasons(self, mode: str) -> tuple[str, ...]:
         """What `kexec-auto status` must give in the reason for mode."""
@@ -127,6 +140,30 @@ rm -rf {conf}""", timeout=600)
     assert "virtio_blk" not in listing, "the broken initrd still holds virtio_blk"
 
 
+#: an init-premount script that hangs (it runs after kexec-auto's init-top one)
+EARLY_HANG = """#!/bin/sh
+[ "${1-}" = prereqs ] && exit 0
+echo "ka-test: hanging in the initramfs"
+while :; do sleep 1; done
+"""
+
+
+def _earlyhang_initrd(chroot: image.Chroot, release: str) -> None:
+    """An initrd of ``release`` that hangs in init-premount."""
+    script = chroot.root / "etc/initramfs-tools/scripts/init-premount/ka-hang"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(EARLY_HANG)
+    script.chmod(0o755)
+    try:
+        chroot.sh(f"mkinitramfs -o {KA}/initrd-earlyhang.img {release}", timeout=600)
+    finally:
+        script.unlink()
+    listing = chroot.sh(f"lsinitramfs {KA}/initrd-earlyhang.img")
+    for needed in ("scripts/init-premount/ka-hang", "scripts/init-top/kexec-auto",
+                   "usr/lib/kexec-auto/trial-watchdog", "/softdog.ko"):
+        assert needed in listing, f"the early-hang initrd has no {needed}"
+
+
 def _prepare(plan: Plan):
     def prepare(chroot: image.Chroot, base: image.BaseTree) -> dict[str, str]:
         root = chroot.root
@@ -144,6 +181,11 @@ def _prepare(plan: Plan):
         (root / KA.lstrip("/") / "panic-initrd.img").write_bytes(image.panicking_initrd())
         if "noroot" in plan.modes:
             _noroot_initrd(chroot, new)
+        if "earlyhang" in plan.modes:
+            _earlyhang_initrd(chroot, new)
+        # kexec-auto's initramfs hook is in the initrd of N that the other
+        # modes boot (the package's trigger rebuilt it)
+        notes["initrd_listing"] = chroot.sh(f"lsinitramfs {KA}/initrd-good.img | grep -e kexec-auto -e softdog")
         if "emergency" in plan.modes:
             image.run(["mkfs.fat", "-C", root / KA.lstrip("/") / "fat.img", "1024"])
             (root / "mnt/ka-fat").mkdir(parents=True, exist_ok=True)
@@ -193,6 +235,9 @@ ka_break() {  # ka_break MODE: N fails to come up that way
     case $1 in
         panic) cp {KA}/panic-initrd.img /boot/initrd.img-$N ;;
         noroot) cp {KA}/initrd-noroot.img /boot/initrd.img-$N ;;
+        earlyhang)
+            kexec-auto set TRIAL_TIMEOUT=@EARLY_DEADLINE@ >/dev/null
+            cp {KA}/initrd-earlyhang.img /boot/initrd.img-$N ;;
         emergency)
             mv /lib/modules/$N/kernel/fs/fat {KA}/fat-modules; depmod $N
             echo "{KA}/fat.img /mnt/ka-fat vfat loop 0 0" >> /etc/fstab ;;
@@ -200,6 +245,7 @@ ka_break() {  # ka_break MODE: N fails to come up that way
             kexec-auto set TRIAL_TIMEOUT=@DEADLINE@ >/dev/null
             ln -sf /etc/systemd/system/ka-hang.service /etc/systemd/system/multi-user.target.wants/ ;;
         softlockup|hardlockup)
+            kexec-auto set TRIAL_TIMEOUT=@DEADLINE@ >/dev/null
             if [ "$1" = hardlockup ]; then echo ARGS=irqs_off=1; else echo ARGS=irqs_off=0; fi > {KA}/freeze.args
             ln -sf /etc/systemd/system/ka-freeze.service /etc/systemd/system/multi-user.target.wants/ ;;
     esac
@@ -222,11 +268,24 @@ ka_result trace_panic "$(cat /proc/sys/kernel/panic)"
 ka_result trace_watchdog "$(systemctl show -P RuntimeWatchdogUSec)"
 ka_result trace_watchdog_dropin "$(ls /run/systemd/system.conf.d 2>/dev/null)"
 ka_result trace_softdog "$(grep -c '^softdog ' /proc/modules)"
+ka_result trace_trial_watchdog "$(cat /run/kexec-auto/trial-watchdog 2>/dev/null)"
+ka_result trace_watchdog_states "$(cat /sys/class/watchdog/*/state 2>/dev/null | sort | uniq -c | tr -s ' ')"
 ka_result trace_units "$(systemctl list-units --all --plain --no-legend 'kexec-auto-trial*' 'kexec-auto-fail-trial*' \
     | awk '{print $1 "=" $3 "/" $4}')"
-ka_result trace_emergency "$(systemctl show -P Wants emergency.target)"
-ka_result trace_bless_timeout "$(systemctl show -P JobTimeoutUSec kexec-auto-bless.service)"
+ka_result trace_bless_result "$(systemctl show -P Result kexec-auto-bless.service)"
+# systemd was not reloaded: the generator's units are still there, and do nothing
 ka_result trace_generated "$(ls /run/systemd/generator 2>/dev/null | grep -c kexec-auto)"
+systemctl start kexec-auto-fail-trial@deadline.service kexec-auto-fail-trial@emergency.service \
+    kexec-auto-trial-watchdog.service
+ka_result trace_conditions "$(systemctl show -P ConditionResult kexec-auto-fail-trial@deadline.service \
+    kexec-auto-fail-trial@emergency.service kexec-auto-trial-watchdog.service | tr '\n' ' ')"
+ka_result trace_after_start "$(cat /run/kexec-auto/trial-watchdog 2>/dev/null; grep -c '^softdog ' /proc/modules)"
+# CPU time of kexec-auto's units in this trial boot (systemd's accounting),
+# and of the whole boot so far (/proc/stat, in USER_HZ ticks: 1/100 s)
+ka_result cpu_units "$(for u in kexec-auto-boot kexec-auto-bless kexec-auto-trial-watchdog kexec-auto-load; do
+    echo "$u=$(systemctl show -P CPUUsageNSec $u.service)"; done | tr '\n' ' ')"
+ka_result cpu_total_ticks "$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
+ka_result daemon_reloads "$(journalctl -b -o cat _PID=1 | grep -c -e '^Reloading' -e 'Reloading requested')"
 """
 
 
@@ -249,7 +308,8 @@ def _stages(plan: Plan):
     failed trial reboots: into N once more while it has tries left, else
     (N bad) into O, through kexec, where the next mode starts."""
     def stages(base: image.BaseTree) -> list[str]:
-        lib = (scenarios.ASSESS_LIB + LIB).replace("@NEW@", base.newest).replace("@DEADLINE@", str(plan.deadline))
+        lib = (scenarios.ASSESS_LIB + LIB).replace("@NEW@", base.newest).replace("@DEADLINE@", str(plan.deadline)) \
+            .replace("@EARLY_DEADLINE@", str(plan.early_deadline))
         # the boot assessment runs in kexec-auto-boot.service, the load in kexec-auto-load.service
         journal = ("ka_run journal journalctl -b --no-pager -o cat -u kexec-auto-boot.service"
                    " -u kexec-auto-load.service\n")
@@ -320,12 +380,12 @@ def qemu_run_log(chain: guest.Chain, run: int) -> str:
     return text[start:end if end != -1 else None]
 
 
-def serial_excerpt(chain: guest.Chain, seq_from: int, seq_to: int) -> str:
-    """The serial log between two stage boots, for assertion messages."""
+def serial_between(chain: guest.Chain, seq_from: int, seq_to: int) -> str:
+    """The serial log between two stage boots."""
     text = chain.log.read_text(errors="replace")
     start = text.find(f"KA-BOOT seq={seq_from} ")
     end = text.find(f"KA-BOOT seq={seq_to} ")
-    return text[start:end if end != -1 else None][-4000:]
+    return text[start:end if end != -1 else None]
 
 
 def modes_for(suite: str, names: Sequence[str]) -> tuple[str, ...]:

@@ -1,0 +1,160 @@
+"""hooks/libexec/trial-watchdog, run for real (dash, as the initramfs and
+kexec-auto-trial-watchdog.service run it) on a fake root.
+
+No module can be loaded into the kernel here, so modprobe is a stand-in
+that does to the fake /sys what the kernel's drivers do: softdog registers
+a "Software Watchdog" with soft_margin as its timeout, i6300esb one with
+its heartbeat.  The VM chains (tests/vm/test_safety_net.py) run the
+program in real initramfs images, with real watchdogs that reset qemu.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROGRAM = REPO / "hooks/libexec/trial-watchdog"
+
+MODPROBE = r"""#!/bin/sh
+# modprobe for a fake root: log the call, register or remove the device.
+echo "$*" >> "$KEXEC_AUTO_ROOT/modprobe.log"
+[ -e "$KEXEC_AUTO_ROOT/modprobe.fails" ] && exit 1
+sys=$KEXEC_AUTO_ROOT/sys
+register() {  # register ID IDENTITY TIMEOUT MODULE
+    d=$sys/class/watchdog/$1
+    mkdir -p "$d" "$sys/module/$4/parameters" "$sys/bus/$4/module-of-$1"
+    echo "$2" > "$d/identity"; echo inactive > "$d/state"; echo "$3" > "$d/timeout"
+    ln -sfn "$sys/bus/$4" "$d/device"
+    mkdir -p "$sys/bus/$4/driver"; ln -sfn "$sys/module/$4" "$sys/bus/$4/driver/module"
+    : > "$KEXEC_AUTO_ROOT/dev/$1"
+}
+free_id() { i=0; while [ -e "$sys/class/watchdog/watchdog$i" ]; do i=$((i + 1)); done; echo "watchdog$i"; }
+case "$1" in
+    -r) for d in "$sys"/class/watchdog/*; do
+            [ "$(cd -P "$d/device/driver/module" && pwd)" = "$sys/module/$2" ] \
+                && rm -rf "$d" "$KEXEC_AUTO_ROOT/dev/${d##*/}"
+        done
+        rm -rf "$sys/module/$2" ;;
+    softdog) register "$(free_id)" "Software Watchdog" "${2#soft_margin=}" softdog ;;
+    i6300esb)
+        t=${2#heartbeat=}; [ -n "$2" ] || t=30
+        [ "$t" -le 2046 ] || t=30
+        register "$(free_id)" "i6300ESB timer" "$t" i6300esb
+        ;;
+    *) exit 1 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake(tmp_path):
+    root = tmp_path / "root"
+    for d in ("proc", "run", "dev", "sys/class/watchdog", "bin"):
+        (root / d).mkdir(parents=True)
+    modprobe = root / "bin/modprobe"
+    modprobe.write_text(MODPROBE)
+    modprobe.chmod(0o755)
+    (root / "proc/uptime").write_text("12.34 10.00\n")
+    return root
+
+
+def run(root: Path, cmdline: str = "root=/dev/vda ro kexec_auto.trial=300 panic=10", *args: str):
+    (root / "proc/cmdline").write_text(cmdline + "\n")
+    env = {"PATH": f"{root}/bin:/usr/bin:/bin", "KEXEC_AUTO_ROOT": str(root)}
+    return subprocess.run(["dash", str(PROGRAM), *(args or ("start",))], env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def modprobes(root: Path) -> list[str]:
+    log = root / "modprobe.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def record(root: Path) -> str:
+    return (root / "run/kexec-auto/trial-watchdog").read_text()
+
+
+def test_softdog_is_started_for_the_deadline_plus_a_minute_from_the_kernels_start(fake):
+    result = run(fake)
+    assert result.returncode == 0 and result.stdout == "", result
+    # 300 + 60 - 12 s of uptime
+    assert modprobes(fake) == ["softdog soft_margin=348"]
+    # started: opened and closed without the magic "V", so it runs on
+    assert (fake / "dev/watchdog0").read_text() == "\n"
+    assert record(fake) == "loaded softdog\nwatchdog0 Software Watchdog\n"
+    assert "watchdog watchdog0 (Software Watchdog) resets the machine in 348 s" in result.stderr
+    # a second run (the unit, after the initramfs) does nothing
+    (fake / "dev/watchdog0").write_text("")
+    assert run(fake).returncode == 0
+    assert modprobes(fake) == ["softdog soft_margin=348"] and (fake / "dev/watchdog0").read_text() == ""
+
+
+def test_a_hardware_watchdog_gets_the_same_timeout_and_keeps_its_number(fake):
+    # udev loaded i6300esb (30 s heartbeat) before the initramfs script runs
+    subprocess.run([str(fake / "bin/modprobe"), "i6300esb"], env={"KEXEC_AUTO_ROOT": str(fake)}, check=True)
+    (fake / "modprobe.log").unlink()
+    result = run(fake)
+    assert result.returncode == 0, result
+    assert modprobes(fake) == ["-r i6300esb", "i6300esb heartbeat=348", "softdog soft_margin=348"]
+    assert (fake / "sys/class/watchdog/watchdog0/identity").read_text() == "i6300ESB timer\n"
+    assert (fake / "dev/watchdog0").read_text() == "\n" and (fake / "dev/watchdog1").read_text() == "\n"
+    assert record(fake) == "watchdog0 i6300ESB timer\nloaded softdog\nwatchdog1 Software Watchdog\n"
+
+
+def test_a_hardware_watchdog_that_cannot_wait_that_long_is_not_started(fake):
+    subprocess.run([str(fake / "bin/modprobe"), "i6300esb"], env={"KEXEC_AUTO_ROOT": str(fake)}, check=True)
+    result = run(fake, "ro kexec_auto.trial=3600")
+    assert result.returncode == 0, result
+    assert "watchdog watchdog0 (i6300ESB timer) cannot be set to 3648 s (it has 30 s); not used" in result.stderr
+    assert (fake / "dev/watchdog0").read_text() == ""
+    assert record(fake) == "loaded softdog\nwatchdog1 Software Watchdog\n"
+
+
+def test_a_watchdog_in_use_is_left_to_its_user(fake):
+    subprocess.run([str(fake / "bin/modprobe"), "i6300esb"], env={"KEXEC_AUTO_ROOT": str(fake)}, check=True)
+    (fake / "sys/class/watchdog/watchdog0/state").write_text("active\n")
+    assert run(fake).returncode == 0
+    assert "-r i6300esb" not in modprobes(fake) and (fake / "dev/watchdog0").read_text() == ""
+
+
+@pytest.mark.parametrize("cmdline", ["root=/dev/vda ro", "ro kexec_auto.trial=soon", "ro kexec_auto.trial="])
+def test_no_trial_no_watchdog(fake, cmdline):
+    result = run(fake, cmdline)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert modprobes(fake) == [] and not (fake / "run/kexec-auto").exists()
+
+
+def test_once_the_trial_is_over_nothing_is_started(fake):
+    (fake / "run/kexec-auto").mkdir()
+    (fake / "run/kexec-auto/trial-over").write_text("")
+    assert run(fake).returncode == 0 and modprobes(fake) == []
+
+
+def test_a_late_start_still_gets_at_least_30_seconds(fake):
+    (fake / "proc/uptime").write_text("400.00 300.00\n")
+    assert run(fake).returncode == 0
+    assert modprobes(fake) == ["softdog soft_margin=30"]
+
+
+def test_without_softdog_it_says_so_and_never_fails(fake):
+    (fake / "modprobe.fails").write_text("")
+    result = run(fake)
+    assert result.returncode == 0
+    assert "warning: softdog cannot be loaded" in result.stderr
+    assert record(fake) == ""
+
+
+def test_usage(fake):
+    result = run(fake, "ro", "stop")
+    assert result.returncode == 2 and result.stderr == "usage: trial-watchdog start\n"
+
+
+def test_it_uses_only_what_an_initramfs_has():
+    """klibc's tools have no sed, awk, grep or readlink."""
+    words = set(PROGRAM.read_text().replace("(", " ").replace(")", " ").replace("|", " ").split())
+    assert not words & {"sed", "awk", "grep", "readlink", "basename", "cut", "tr"}
+    assert os.access(PROGRAM, os.X_OK)
