@@ -601,15 +601,16 @@ def test_status_says_which_failures_trial_boots_are_guarded_against(two_kernels,
     os.utime(two_kernels.file("/usr/share/initramfs-tools/hooks/kexec-auto"), (0, 0))
     assert guards_of(two_kernels, capsys)["early hang"] == (
         True, "from the initramfs on; not in purgatory or before the initramfs runs: no watchdog runs across kexec")
-    # qemu's i6300esb, its driver with the heartbeat parameter
+    # qemu's i6300esb, its driver with the heartbeat parameter: its device
+    # has no parent in sysfs; its module is a user of the watchdog core
     two_kernels.write("/sys/class/watchdog/watchdog0/identity", "i6300ESB timer\n")
-    two_kernels.file("/sys/module/i6300esb").mkdir(parents=True)
-    # sysfs's links, relative as the kernel makes them
-    two_kernels.file("/sys/bus/pci/drivers/i6300ESB timer").mkdir(parents=True)
-    two_kernels.file("/sys/bus/pci/drivers/i6300ESB timer/module").symlink_to("../../../../module/i6300esb")
-    two_kernels.file("/sys/bus/pci/devices/0000:00:04.0").mkdir(parents=True)
-    two_kernels.file("/sys/bus/pci/devices/0000:00:04.0/driver").symlink_to("../../drivers/i6300ESB timer")
-    two_kernels.file("/sys/class/watchdog/watchdog0/device").symlink_to("../../../bus/pci/devices/0000:00:04.0")
+    for user in ("i6300esb", "pretimeout_noop"):
+        two_kernels.file(f"/sys/module/{user}").mkdir(parents=True)
+        two_kernels.file("/sys/module/watchdog/holders").mkdir(parents=True, exist_ok=True)
+        two_kernels.file(f"/sys/module/watchdog/holders/{user}").symlink_to(f"../../{user}")
+    guards = guards_of(two_kernels, capsys)
+    assert guards["hard hang"][0] is False and "its driver has no heartbeat parameter" in guards["hard hang"][1]
+    assert [c[1:] for c in fake_run.calls if c[0].endswith("/modinfo")][-1] == ["-k", NEW, "-F", "parm", "i6300esb"]
     guards = guards_of(two_kernels, capsys)
     assert guards["hard hang"][0] is False and "its driver has no heartbeat parameter" in guards["hard hang"][1]
     fake_run.outputs[("modinfo", "-k")] = (

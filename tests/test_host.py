@@ -53,3 +53,35 @@ def test_confinement_from_systemd_detect_virt(monkeypatch):
     answers.update({"--chroot": (1, "Failed to check for chroot() environment: Permission denied\n")})
     assert confinement() == "unknown"
     host._host_confinement.cache_clear()
+
+
+def test_hardware_watchdogs_and_their_drivers_modules(root):
+    def device(name, identity):
+        root.write(f"/sys/class/watchdog/{name}/identity", identity + "\n")
+
+    def core_user(module):
+        root.file(f"/sys/module/{module}").mkdir(parents=True, exist_ok=True)
+        root.file("/sys/module/watchdog/holders").mkdir(parents=True, exist_ok=True)
+        root.file(f"/sys/module/watchdog/holders/{module}").symlink_to(f"../../{module}")
+
+    assert host.hardware_watchdogs(str(root)) == []
+    # iTCO_wdt: the device's parent links to the driver, and on to the module
+    device("watchdog0", "iTCO_wdt")
+    core_user("iTCO_wdt")
+    root.file("/sys/bus/pci/drivers/iTCO_wdt").mkdir(parents=True)
+    root.file("/sys/bus/pci/drivers/iTCO_wdt/module").symlink_to("../../../../module/iTCO_wdt")
+    root.file("/sys/devices/pci0000:00/0000:00:1f.0").mkdir(parents=True)
+    root.file("/sys/devices/pci0000:00/0000:00:1f.0/driver").symlink_to("../../../bus/pci/drivers/iTCO_wdt")
+    root.file("/sys/class/watchdog/watchdog0/device").symlink_to("../../../devices/pci0000:00/0000:00:1f.0")
+    assert host.hardware_watchdogs(str(root)) == [("iTCO_wdt", "iTCO_wdt")]
+    # i6300esb: no parent; the one core user no device links.  softdog is
+    # neither a hardware watchdog nor a candidate, nor is a pretimeout governor.
+    device("watchdog1", "i6300ESB timer")
+    device("watchdog2", "Software Watchdog")
+    for module in ("i6300esb", "softdog", "pretimeout_noop"):
+        core_user(module)
+    assert host.hardware_watchdogs(str(root)) == [("iTCO_wdt", "iTCO_wdt"), ("i6300ESB timer", "i6300esb")]
+    # two devices without a parent: which module is whose is not known
+    device("watchdog3", "wdat_wdt")
+    core_user("wdat_wdt")
+    assert host.hardware_watchdogs(str(root)) == [("iTCO_wdt", "iTCO_wdt"), ("i6300ESB timer", ""), ("wdat_wdt", "")]

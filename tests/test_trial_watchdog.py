@@ -20,31 +20,38 @@ REPO = Path(__file__).resolve().parents[1]
 PROGRAM = REPO / "hooks/libexec/trial-watchdog"
 
 MODPROBE = r"""#!/bin/sh
-# modprobe for a fake root: log the call, register or remove the device.
+# modprobe for a fake root: log the call, register or remove the device as
+# the kernel does.  Every driver is a user (holder) of the watchdog core;
+# softdog and i6300esb register devices without a parent device, iTCO_wdt
+# one whose parent's driver links to its module.
 echo "$*" >> "$KEXEC_AUTO_ROOT/modprobe.log"
 [ -e "$KEXEC_AUTO_ROOT/modprobe.fails" ] && exit 1
 sys=$KEXEC_AUTO_ROOT/sys
-register() {  # register ID IDENTITY TIMEOUT MODULE
-    d=$sys/class/watchdog/$1
-    mkdir -p "$d" "$sys/module/$4/parameters" "$sys/bus/$4/module-of-$1"
+register() {  # register MODULE IDENTITY TIMEOUT [PARENT]
+    i=0; while [ -e "$sys/class/watchdog/watchdog$i" ]; do i=$((i + 1)); done
+    d=$sys/class/watchdog/watchdog$i
+    mkdir -p "$d" "$sys/module/$1/parameters" "$sys/module/watchdog/holders"
+    ln -sfn "$sys/module/$1" "$sys/module/watchdog/holders/$1"
     echo "$2" > "$d/identity"; echo inactive > "$d/state"; echo "$3" > "$d/timeout"
-    ln -sfn "$sys/bus/$4" "$d/device"
-    mkdir -p "$sys/bus/$4/driver"; ln -sfn "$sys/module/$4" "$sys/bus/$4/driver/module"
-    : > "$KEXEC_AUTO_ROOT/dev/$1"
+    echo "$1" > "$d/.registered-by"   # the stand-in's own bookkeeping
+    if [ -n "${4-}" ]; then
+        mkdir -p "$sys/bus/pci/drivers/$4"
+        ln -sfn "$sys/module/$1" "$sys/bus/pci/drivers/$4/module"
+        mkdir -p "$sys/devices/pci/$1"
+        ln -sfn "$sys/bus/pci/drivers/$4" "$sys/devices/pci/$1/driver"
+        ln -sfn "$sys/devices/pci/$1" "$d/device"
+    fi
+    : > "$KEXEC_AUTO_ROOT/dev/watchdog$i"
 }
-free_id() { i=0; while [ -e "$sys/class/watchdog/watchdog$i" ]; do i=$((i + 1)); done; echo "watchdog$i"; }
+heartbeat() { t=${1#heartbeat=}; [ -n "$1" ] || t=30; [ "$t" -le 2046 ] || t=30; echo "$t"; }
 case "$1" in
     -r) for d in "$sys"/class/watchdog/*; do
-            [ "$(cd -P "$d/device/driver/module" && pwd)" = "$sys/module/$2" ] \
-                && rm -rf "$d" "$KEXEC_AUTO_ROOT/dev/${d##*/}"
+            [ "$(cat "$d/.registered-by")" = "$2" ] && rm -rf "$d" "$KEXEC_AUTO_ROOT/dev/${d##*/}"
         done
-        rm -rf "$sys/module/$2" ;;
-    softdog) register "$(free_id)" "Software Watchdog" "${2#soft_margin=}" softdog ;;
-    i6300esb)
-        t=${2#heartbeat=}; [ -n "$2" ] || t=30
-        [ "$t" -le 2046 ] || t=30
-        register "$(free_id)" "i6300ESB timer" "$t" i6300esb
-        ;;
+        rm -rf "$sys/module/$2" "$sys/module/watchdog/holders/$2" ;;
+    softdog) register softdog "Software Watchdog" "${2#soft_margin=}" ;;
+    i6300esb) register i6300esb "i6300ESB timer" "$(heartbeat "${2-}")" ;;
+    iTCO_wdt) register iTCO_wdt "iTCO_wdt" "$(heartbeat "${2-}")" iTCO_wdt ;;
     *) exit 1 ;;
 esac
 """
@@ -74,6 +81,13 @@ def modprobes(root: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+def udev_loads(root: Path, *modules: str) -> None:
+    """What udev does before the program runs: load the drivers."""
+    for module in modules:
+        subprocess.run([str(root / "bin/modprobe"), module], env={"KEXEC_AUTO_ROOT": str(root)}, check=True)
+    (root / "modprobe.log").unlink()
+
+
 def record(root: Path) -> str:
     return (root / "run/kexec-auto/trial-watchdog").read_text()
 
@@ -95,8 +109,7 @@ def test_softdog_is_started_for_the_deadline_plus_a_minute_from_the_kernels_star
 
 def test_a_hardware_watchdog_gets_the_same_timeout_and_keeps_its_number(fake):
     # udev loaded i6300esb (30 s heartbeat) before the initramfs script runs
-    subprocess.run([str(fake / "bin/modprobe"), "i6300esb"], env={"KEXEC_AUTO_ROOT": str(fake)}, check=True)
-    (fake / "modprobe.log").unlink()
+    udev_loads(fake, "i6300esb")
     result = run(fake)
     assert result.returncode == 0, result
     assert modprobes(fake) == ["-r i6300esb", "i6300esb heartbeat=348", "softdog soft_margin=348"]
@@ -105,8 +118,30 @@ def test_a_hardware_watchdog_gets_the_same_timeout_and_keeps_its_number(fake):
     assert record(fake) == "watchdog0 i6300ESB timer\nloaded softdog\nwatchdog1 Software Watchdog\n"
 
 
+def test_each_hardware_driver_is_reloaded_once_whether_sysfs_links_it_or_not(fake):
+    # iTCO_wdt's device links to its driver's module; i6300esb's does not,
+    # and is found among the watchdog core's users (softdog's and the
+    # pretimeout governors' aside)
+    udev_loads(fake, "iTCO_wdt", "i6300esb")
+    (fake / "sys/module/watchdog/holders/pretimeout_noop").mkdir()
+    result = run(fake)
+    assert result.returncode == 0, result
+    assert modprobes(fake) == ["-r iTCO_wdt", "iTCO_wdt heartbeat=348", "-r i6300esb", "i6300esb heartbeat=348",
+                               "softdog soft_margin=348"]
+    assert record(fake) == ("watchdog0 iTCO_wdt\nwatchdog1 i6300ESB timer\n"
+                            "loaded softdog\nwatchdog2 Software Watchdog\n")
+
+
+def test_a_hardware_watchdog_with_the_right_timeout_already_is_just_started(fake):
+    (fake / "proc/uptime").write_text("330.00 300.00\n")  # 300 + 60 - 330 = 30: the default heartbeat
+    udev_loads(fake, "i6300esb")
+    assert run(fake).returncode == 0
+    assert modprobes(fake) == ["softdog soft_margin=30"]
+    assert record(fake).startswith("watchdog0 i6300ESB timer\n")
+
+
 def test_a_hardware_watchdog_that_cannot_wait_that_long_is_not_started(fake):
-    subprocess.run([str(fake / "bin/modprobe"), "i6300esb"], env={"KEXEC_AUTO_ROOT": str(fake)}, check=True)
+    udev_loads(fake, "i6300esb")
     result = run(fake, "ro kexec_auto.trial=3600")
     assert result.returncode == 0, result
     assert "watchdog watchdog0 (i6300ESB timer) cannot be set to 3648 s (it has 30 s); not used" in result.stderr
@@ -115,7 +150,7 @@ def test_a_hardware_watchdog_that_cannot_wait_that_long_is_not_started(fake):
 
 
 def test_a_watchdog_in_use_is_left_to_its_user(fake):
-    subprocess.run([str(fake / "bin/modprobe"), "i6300esb"], env={"KEXEC_AUTO_ROOT": str(fake)}, check=True)
+    udev_loads(fake, "i6300esb")
     (fake / "sys/class/watchdog/watchdog0/state").write_text("active\n")
     assert run(fake).returncode == 0
     assert "-r i6300esb" not in modprobes(fake) and (fake / "dev/watchdog0").read_text() == ""

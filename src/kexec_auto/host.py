@@ -163,21 +163,35 @@ def watchdog_identity(root: str, device: str) -> str:
     return (read(root, f"/sys/class/watchdog/{device}/identity") or "").strip()
 
 
-def watchdog_module(root: str, device: str) -> str:
-    """The module of a watchdog's driver ('' when built in or unknown)."""
+def _linked_watchdog_module(root: str, device: str) -> str:
     link = at(root, f"/sys/class/watchdog/{device}/device/driver/module")
     return os.path.basename(os.path.realpath(link)) if os.path.exists(link) else ""
 
 
+def _watchdog_core_users(root: str) -> list[str]:
+    """The modules that use the watchdog core (its holders), but softdog
+    and the pretimeout governors: the hardware watchdogs' drivers."""
+    try:
+        names = os.listdir(at(root, "/sys/module/watchdog/holders"))
+    except OSError:
+        return []
+    return sorted(n for n in names if n != "softdog" and not n.startswith("pretimeout_"))
+
+
 def hardware_watchdogs(root: str) -> list[tuple[str, str]]:
     """The machine's watchdogs other than softdog: (identity, module of
-    its driver, '' when built in)."""
-    found = []
-    for device in watchdog_devices(root):
-        identity = watchdog_identity(root, device)
-        if identity and identity != "Software Watchdog":
-            found.append((identity, watchdog_module(root, device)))
-    return found
+    its driver, '' when built in or not known).
+
+    The module is sysfs's link from the device's parent when the driver
+    gives it one (iTCO_wdt, sp5100_tco); i6300esb gives none, and its
+    module is the one user of the watchdog core that no device links.
+    """
+    devices = [(device, watchdog_identity(root, device)) for device in watchdog_devices(root)]
+    devices = [(device, identity) for device, identity in devices if identity and identity != "Software Watchdog"]
+    linked = {device: _linked_watchdog_module(root, device) for device, _ in devices}
+    unlinked = [m for m in _watchdog_core_users(root) if m not in linked.values()]
+    guess = unlinked[0] if len(unlinked) == 1 and list(linked.values()).count("") == 1 else ""
+    return [(identity, linked[device] or guess) for device, identity in devices]
 
 
 def kernel_has_module(root: str, release: str, name: str) -> bool:
