@@ -629,3 +629,45 @@ def test_status_says_which_failures_trial_boots_are_guarded_against(two_kernels,
     out = capsys.readouterr().out
     assert "trial, panic:           NOT guarded: panic=0 on the command line: a panic waits forever" in out
     assert "trial, hard hang:       guarded: i6300ESB timer, 360 s after the kernel started" in out
+
+
+def test_a_machine_that_cannot_kexec_names_no_kernel_and_says_why(on_machine, monkeypatch, capsys):
+    """Secure Boot on arm64: lockdown allows kexec_file_load only, which
+    Debian's arm64 kernels do not have."""
+    import platform
+    from kexec_auto import host
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(host, "running_release", lambda root: OLD)
+    on_machine.write(f"/boot/config-{OLD}", "CONFIG_KEXEC=y\n# CONFIG_KEXEC_FILE is not set\n")
+    on_machine.write("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
+    capsys.readouterr()
+    assert run_cli(on_machine, "debconf-note") == 0
+    why = capsys.readouterr().out
+    assert why == ("kernel lockdown (integrity, Secure Boot) allows kexec only through kexec_file_load, which the "
+                   "running kernel does not have (CONFIG_KEXEC_FILE is not set): this machine reboots through "
+                   "its firmware\n")
+    assert run_cli(on_machine, "update") == 0
+    assert capsys.readouterr().err == f"kexec-auto: note: {why.strip()}; /etc/default/kexec names no kernel\n"
+    values = on_machine.sourced()
+    assert (values["LOAD_KEXEC"], values["KERNEL_IMAGE"]) == ("false", "")
+    run_cli(on_machine, "status", "--json")
+    data = json.loads(capsys.readouterr().out)
+    assert data["selected"] is None and data["blockers"] == [why.strip()]
+    run_cli(on_machine, "list", "--json")
+    kernels = json.loads(capsys.readouterr().out)["kernels"]
+    assert len(kernels) == 2 and all(not k["selectable"] and k["why_not"] == why.strip() for k in kernels)
+    # at every boot it stays quiet, and no hand-off is tried
+    on_machine.config("HANDOFF=true\n")
+    assert run_cli(on_machine, "boot") == 0
+    assert capsys.readouterr().err == ""
+    assert not [c for c in on_machine.fake_run.calls if c[0].endswith("kexec")]
+    # a kernel with kexec_file_load, or no lockdown: it can
+    on_machine.write(f"/boot/config-{OLD}", "CONFIG_KEXEC=y\nCONFIG_KEXEC_FILE=y\n")
+    assert run_cli(on_machine, "debconf-note") == 0 and capsys.readouterr().out == ""
+    # an architecture whose images kexec-auto does not know
+    monkeypatch.setattr(platform, "machine", lambda: "riscv64")
+    on_machine.write("/sys/kernel/security/lockdown", "[none] integrity confidentiality\n")
+    assert run_cli(on_machine, "debconf-note") == 0
+    assert capsys.readouterr().out.startswith("kexec-auto does not know the kernel images of riscv64 machines "
+                                              "(only arm64 and x86): this machine reboots through its firmware")

@@ -42,6 +42,8 @@ class Plan:
     cmdline_source: str
     boot_state: assess.BootState = assess.BootState()
     with_load_kexec: bool = True
+    #: why this machine cannot kexec at all ('' when it can)
+    machine_problem: str = ""
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -68,7 +70,8 @@ def make_plan(root: str) -> Plan:
     boot_state, state_warnings = read_boot_state(root)
     running = host.running_release(root)
     bad = {release: mark.why for release, mark in boot_state.bad().items()}
-    selection = select_kernel(bootscan.find_kernels(root), config, running, bad)
+    machine = bootscan.machine_problem(root)
+    selection = select_kernel(bootscan.find_kernels(root, machine), config, running, bad)
     current, source = host.current_cmdline(root)
     if config.cmdline:
         source = f"CMDLINE in {CONFIG_PATH}"
@@ -85,7 +88,7 @@ def make_plan(root: str) -> Plan:
         )
     return Plan(
         config, tuple(warnings + state_warnings), running, selection, append, source, boot_state,
-        kexectools.reads_load_kexec(root),
+        kexectools.reads_load_kexec(root), machine,
     )
 
 
@@ -145,7 +148,10 @@ def update(root: str, quiet: bool = False, log: Log = stderr_log, plan: Optional
             f"warning: {DEFAULT_KEXEC} was edited by hand; that version is kept as "
             f"{unroot(root, result.kept_edit)} (change settings in {CONFIG_PATH} instead)"
         )
-    if plan.selection.kernel is None:
+    if plan.machine_problem:
+        if not quiet:  # not at every boot: it stays so
+            log(f"note: {plan.machine_problem}; {DEFAULT_KEXEC} names no kernel")
+    elif plan.selection.kernel is None:
         log(f"warning: no selectable kernel; {DEFAULT_KEXEC} names none, reboots stay firmware reboots")
     elif result.changed or not quiet:
         state = "updated" if result.changed else "unchanged"

@@ -113,10 +113,23 @@ def image_release(root: str, image: str) -> Optional[str]:
     return None
 
 
-def find_kernels(root: str) -> list[Kernel]:
-    """Every ``/boot/vmlinuz-*``, with why it cannot be booted if so."""
+def machine_problem(root: str) -> str:
+    """Why this machine cannot kexec into any kernel ('' when it can; see
+    policy.machine_problem)."""
+    lockdown = host.lockdown_mode(root)
+    file_load = None
+    if lockdown not in (None, "none"):
+        file_load = host.has_kexec_file_load(root, host.running_release(root))
+    return policy.machine_problem(platform.machine(), lockdown, file_load)
+
+
+def find_kernels(root: str, machine: Optional[str] = None) -> list[Kernel]:
+    """Every ``/boot/vmlinuz-*``, with why it cannot be booted if so
+    (``machine``: machine_problem, if known already)."""
     boot = at(root, BOOT)
     lockdown = host.lockdown_mode(root)
+    if machine is None:
+        machine = machine_problem(root)
     try:
         names = sorted(os.listdir(boot))
     except OSError:
@@ -145,7 +158,8 @@ def find_kernels(root: str) -> list[Kernel]:
                 release=release,
                 image=f"/{BOOT}/{name}",
                 initrd=f"/{BOOT}/{initrd_name}" if has_initrd else None,
-                problem=policy.image_problem(release, image_problem or initrd_problem, lockdown, signed),
+                problem=policy.image_problem(release, image_problem or initrd_problem, lockdown, signed,
+                                             machine),
             )
         )
     return kernels

@@ -111,6 +111,8 @@ def build_parser() -> Parser:
     p.add_argument("keys", nargs="+", metavar="KEY")
     sub.add_parser("debconf-answers", parents=[common],
                    help="print the debconf answers that /etc/default/kexec-auto stands for (debian/config)")
+    sub.add_parser("debconf-note", parents=[common],
+                   help="print why this machine cannot reboot through kexec, nothing if it can (debian/postinst)")
     p = sub.add_parser("debconf-apply", parents=[common],
                        help="write debconf answers into /etc/default/kexec-auto (debian/postinst)")
     p.add_argument("answers", nargs="*", metavar="QUESTION=VALUE")
@@ -257,6 +259,11 @@ def _run(args: argparse.Namespace) -> int:
                 return EXIT_OK  # no file: nothing to seed from
             config, _ = settings.load_config(args.root)
             print("".join(f"{question} {value}\n" for question, value in debconf.answers(config)), end="")
+            return EXIT_OK
+        if args.command == "debconf-note":
+            from . import bootscan
+            why = bootscan.machine_problem(args.root)
+            print(why, end="\n" if why else "")
             return EXIT_OK
         if args.command == "debconf-apply":
             given = dict(answer.partition("=")[::2] for answer in args.answers)

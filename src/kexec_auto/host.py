@@ -151,6 +151,14 @@ def kernel_config(root: str, release: str, key: str) -> Optional[str]:
     return None
 
 
+def has_kexec_file_load(root: str, release: str) -> Optional[bool]:
+    """Whether kernel ``release`` has the kexec_file_load system call
+    (CONFIG_KEXEC_FILE in /boot/config-RELEASE); None when not known."""
+    if not release or read(root, f"/boot/config-{release}", KERNEL_CONFIG_LIMIT) is None:
+        return None
+    return kernel_config(root, release, "CONFIG_KEXEC_FILE") == "y"
+
+
 def watchdog_devices(root: str) -> list[str]:
     """Watchdog devices the kernel has (/sys/class/watchdog), e.g. ['watchdog0']."""
     try:

@@ -15,6 +15,7 @@ import dataclasses
 import fnmatch
 from typing import Iterable, Mapping, Optional
 
+from . import bootimage
 from .config import Config
 from .release import release_key, split_flavour
 
@@ -59,9 +60,36 @@ def stray_problem(release: str) -> str:
     return f"stray file ({stray})" if stray else ""
 
 
-def image_problem(release: str, problem: str, lockdown: Optional[str], signed: Optional[bool]) -> str:
+def machine_problem(machine: str, lockdown: Optional[str], file_load: Optional[bool]) -> str:
+    """Why this machine cannot kexec into any kernel ('' when it can):
+    ``machine`` is platform.machine(), ``lockdown`` the kernel's lockdown
+    mode, ``file_load`` whether the running kernel has kexec_file_load
+    (None: not known).  Lockdown (Secure Boot) refuses kexec_load, and
+    Debian's arm64 kernels have no kexec_file_load.
+
+    >>> machine_problem("x86_64", "integrity", True), machine_problem("aarch64", "none", False)
+    ('', '')
+    >>> machine_problem("aarch64", "integrity", False)[:80]
+    'kernel lockdown (integrity, Secure Boot) allows kexec only through kexec_file_lo'
+    >>> machine_problem("riscv64", None, True)[:60]
+    'kexec-auto does not know the kernel images of riscv64 machin'
+    """
+    if machine not in bootimage.FORMATS:
+        known = " and ".join(sorted(set(bootimage.FORMATS.values())))
+        return (f"kexec-auto does not know the kernel images of {machine} machines (only {known}): "
+                "this machine reboots through its firmware")
+    if lockdown not in (None, "none") and file_load is False:
+        return (f"kernel lockdown ({lockdown}, Secure Boot) allows kexec only through kexec_file_load, "
+                "which the running kernel does not have (CONFIG_KEXEC_FILE is not set): "
+                "this machine reboots through its firmware")
+    return ""
+
+
+def image_problem(release: str, problem: str, lockdown: Optional[str], signed: Optional[bool],
+                  machine: str = "") -> str:
     """Why the kernel image of ``release`` cannot be booted ('' when it can):
-    a stray copy, what its image shows (``problem``), or, under kernel
+    a stray copy, why this machine cannot kexec at all (``machine``, see
+    machine_problem), what its image shows (``problem``), or, under kernel
     lockdown (Secure Boot), no signature, since then only signed images can
     be loaded (kexec_file_load checks the signature).
 
@@ -70,7 +98,7 @@ def image_problem(release: str, problem: str, lockdown: Optional[str], signed: O
     >>> image_problem("6.1.0-56-amd64", "", "none", signed=False)
     ''
     """
-    problem = stray_problem(release) or problem
+    problem = stray_problem(release) or machine or problem
     if not problem and lockdown not in (None, "none") and not signed:
         problem = (f"not signed: kernel lockdown ({lockdown}, Secure Boot) refuses to kexec "
                    "an image without a signature")

@@ -62,6 +62,8 @@ def reboot_blockers(root: str, plan: Plan, values: Optional[dict[str, str]]) -> 
     kernel = plan.selection.kernel
     if not plan.config.enabled:
         return [f"kexec-auto is disabled (ENABLED=false in {CONFIG_PATH})"]
+    if plan.machine_problem:
+        return [plan.machine_problem]
     if kernel is None:
         return ["no selectable kernel is installed"]
     blockers = []
