@@ -91,7 +91,10 @@ WAIT_BLESS = ("i=0; while [ \"$(systemctl show -P ActiveState ka-blessed.service
 ROUND = [
     WAIT_BLESS + "kexec-auto set ENABLED=true >/dev/null\nka_do reboot\n",
     WAIT_BLESS + "ka_do coldreboot\n",
+    # kexec-tools' own kexec-load would load its /etc/default/kexec's kernel
+    # at shutdown over this one: stopped now (its stop loads once, before ours)
     WAIT_BLESS + ". /etc/default/kexec\nkexec-auto set ENABLED=false >/dev/null\n"
+    "systemctl stop kexec-load.service 2>/dev/null\n"
     "kexec -c -i -l \"$KERNEL_IMAGE\" --initrd=\"$INITRD\" --append=\"$APPEND\"\n"
     "ka_do systemctl kexec\n",
 ]
