@@ -455,6 +455,26 @@ def test_first_install_writes_preseeded_answers(box):
 
 
 @needs_root
+def test_a_machine_that_cannot_kexec_is_told_through_a_debconf_note(box):
+    """What "kexec-auto debconf-note" prints (tests/test_cli.py: Secure Boot
+    on arm64, an unknown architecture) reaches debconf as the note's reason.
+    Here no machine is such a one, so the command's answer is stood in."""
+    def note() -> str:
+        database = (box.tmp / "config.dat").read_text()
+        return database[database.index("Name: kexec-auto/firmware-reboots"):].split("\n\n")[0]
+
+    assert box.postinst().returncode == 0
+    assert "reason" not in note()
+    why = "kernel lockdown (integrity, Secure Boot) allows kexec only through kexec_file_load"
+    box.stub("/usr/bin/kexec-auto",
+             f'[ "$1" = debconf-note ] && {{ echo "{why}"; exit 0; }}\n'
+             f'PYTHONPATH={shlex.quote(str(REPO / "src"))} exec /usr/bin/python3 -m kexec_auto "$@"')
+    result = box.postinst("0.1.0")
+    assert result.returncode == 0, result.stderr
+    assert f"reason = {why}" in note(), note()
+
+
+@needs_root
 def test_refused_answers_keep_the_file_and_do_not_fail(box):
     assert box.postinst().returncode == 0
     before = box.read("/etc/default/kexec-auto")

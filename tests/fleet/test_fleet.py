@@ -61,10 +61,11 @@ def as_documented(chroot: Chroot, block: str) -> str:
 
 
 def debconf(chroot: Chroot) -> dict[str, str]:
-    """The answers of kexec-auto's questions (not of its error template)."""
+    """The answers of kexec-auto's questions (not of its error and note templates)."""
     out = chroot.run("debconf-show kexec-auto").stdout
     answers = dict(re.fullmatch(r"[* ] kexec-auto/(\S+):\s?(.*)", line).groups() for line in out.splitlines())
     answers.pop("invalid", None)
+    answers.pop("firmware-reboots", None)
     return answers
 
 
@@ -182,15 +183,18 @@ def test_needrestart_expects_the_kernel_kexec_auto_selected(machine):
     assert json.loads(chroot.run("kexec-auto status --json", check=False).stdout)["bad_kernels"].keys() == {new}
     assert needrestart(chroot) == {"KCUR": running, "KEXP": old, "KSTA": "3"}
 
-    # removed, not purged: the snippet stays as a conffile and does nothing
+    # removed, not purged: the snippet stays as a conffile and does nothing.
+    # (Removing kexec-auto's initramfs hook rebuilds the newest initrd
+    # through initramfs-tools' trigger; a stand-in's cannot be: it goes.)
+    for release, _ in stand_ins:
+        chroot.path(f"/boot/initrd.img-{release}").unlink()
     chroot.run("apt-get remove -y -q kexec-auto", env=QUIET)
     assert chroot.path(SNIPPET).is_file()
     assert needrestart(chroot) == {"KCUR": running, "KEXP": NEWER, "KSTA": "3"}
     chroot.run("apt-get purge -y -q kexec-auto", env=QUIET)
     assert not chroot.path(SNIPPET).exists()
     for release, _ in stand_ins:
-        for name in (f"vmlinuz-{release}", f"initrd.img-{release}"):
-            chroot.path(f"/boot/{name}").unlink()
+        chroot.path(f"/boot/vmlinuz-{release}").unlink()
 
 
 def test_readme_configuration_file_installs_and_stays_as_written(machine):
