@@ -289,11 +289,12 @@ ka_result daemon_reloads "$(journalctl -b -o cat _PID=1 | grep -c -e '^Reloading
 """
 
 
-#: the deadline of the final, good trial: short, but a TCG boot fits in it
-GOOD_DEADLINE = 240
+#: the deadline of the final, good trial, and of every trial through the
+#: hand-off: short, but a TCG boot fits in it (about 60 s to bless)
+GOOD_DEADLINE = 150
 #: the good trial is still running well after its deadline and the backstop
 SURVIVE = r"""i=0
-while [ "$(cut -d. -f1 /proc/uptime)" -lt 310 ] && [ "$i" -lt 600 ]; do sleep 1; i=$((i + 1)); done
+while [ "$(cut -d. -f1 /proc/uptime)" -lt @SURVIVE@ ] && [ "$i" -lt 600 ]; do sleep 1; i=$((i + 1)); done
 ka_result survived_uptime "$(cut -d' ' -f1 /proc/uptime)"
 """
 
@@ -333,7 +334,7 @@ def _stages(plan: Plan):
                    f"kexec-auto set TRIAL_TIMEOUT={GOOD_DEADLINE} >/dev/null\n"
                    f"kexec-auto forget {base.newest} >/dev/null 2>&1\nsync\nka_do reboot\n")
         out.append(lib + "ka_result episode good-trial\nka_report\n" + NO_TRACE
-                   + (SURVIVE if plan.survive else "")
+                   + (SURVIVE.replace("@SURVIVE@", str(GOOD_DEADLINE + 70)) if plan.survive else "")
                    + ("ka_do coldreboot\n" if plan.handoff else ""))
         if plan.handoff:
             # the last power-on has kexec_auto.handoff=0: it stays in P
