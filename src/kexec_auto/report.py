@@ -106,13 +106,9 @@ def last_trial(state: assess.BootState) -> Optional[dict]:
 def trial_guards(root: str, plan: Plan) -> list[safetynet.Guard]:
     """Which failures the selected kernel's trial boots are guarded against."""
     kernel = plan.selection.kernel
-    panic = trial.PANIC_SECONDS  # kexec-auto adds it, unless the command line has its own
-    words = plan.append.split()
-    if trial.sets_panic(words):
-        for word in words[:words.index(trial.INIT_SEPARATOR)] if trial.INIT_SEPARATOR in words else words:
-            key, _, value = word.partition("=")
-            if key == trial.PANIC_WORD:  # the kernel takes the last one
-                panic = int(value) if value.lstrip("-").isdigit() else 0
+    panic = trial.cmdline_panic(plan.append.split())
+    if panic is None:
+        panic = trial.PANIC_SECONDS  # kexec-auto adds it, unless the command line has its own
     hook: Optional[bool] = None
     if at(root, INITRAMFS_HOOK).exists():
         hook = False

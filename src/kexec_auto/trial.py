@@ -41,18 +41,30 @@ def _key(word: str) -> str:
     return word.split("=", 1)[0]
 
 
+def cmdline_panic(words: Iterable[str]) -> Optional[int]:
+    """The panic= seconds the command line gives the kernel (the last one
+    counts; a value that is no number means 0), None when it gives none.
+
+    >>> cmdline_panic(["ro", "panic=5", "panic=0"]), cmdline_panic(["ro", "panic_on_warn=1", "--", "panic=3"])
+    (0, None)
+    """
+    panic = None
+    for word in words:
+        if word == INIT_SEPARATOR:
+            break
+        key, _, value = word.partition("=")
+        if key == PANIC_WORD:
+            panic = int(value) if value.lstrip("-").isdigit() else 0
+    return panic
+
+
 def sets_panic(words: Iterable[str]) -> bool:
     """Whether the command line already says what a panic does.
 
     >>> sets_panic(["ro", "panic=0"]), sets_panic(["ro", "panic_on_warn=1"])
     (True, False)
     """
-    for word in words:
-        if word == INIT_SEPARATOR:
-            break
-        if _key(word) == PANIC_WORD:
-            return True
-    return False
+    return cmdline_panic(words) is not None
 
 
 def trial_words(words: list[str], deadline: int, panic: int = PANIC_SECONDS) -> list[str]:
