@@ -61,12 +61,18 @@ KINDS = ("kexec", "plain", "firmware")
 #: Says when multi-user.target is reached.  systemd's own "Reached target"
 #: line is no sign: systemd 252 prints no more status on the console after
 #: a reload.
+#: DefaultDependencies=no: a target orders itself after the units it wants,
+#: unless they say so, which with After=multi-user.target is a cycle that
+#: systemd breaks by dropping a job.  RemainAfterExit: "active" once it has
+#: run, which the stages wait for.
 UP_UNIT = """[Unit]
 Description=kexec-auto benchmark: multi-user.target is reached
+DefaultDependencies=no
 After=multi-user.target
 
 [Service]
 Type=oneshot
+RemainAfterExit=yes
 ExecStart=/bin/sh -c 'echo KA-UP >/dev/ttyS0'
 
 [Install]
@@ -75,10 +81,12 @@ WantedBy=multi-user.target
 #: Says when kexec-auto-bless.service is done.
 BLESSED_UNIT = """[Unit]
 Description=kexec-auto benchmark: the trial is over
+DefaultDependencies=no
 After=kexec-auto-bless.service
 
 [Service]
 Type=oneshot
+RemainAfterExit=yes
 ExecStart=/bin/sh -c 'echo KA-BLESSED >/dev/ttyS0'
 
 [Install]
@@ -86,7 +94,7 @@ WantedBy=multi-user.target
 """
 #: the stages of one round: kexec-auto's reboot (once the trial before it
 #: is over), a firmware reboot, a plain kexec
-WAIT_BLESS = ("i=0; while [ \"$(systemctl show -P ActiveState ka-blessed.service)\" = inactive ] "
+WAIT_BLESS = ("i=0; while [ \"$(systemctl show -P ActiveState ka-blessed.service)\" != active ] "
               "&& [ $i -lt 600 ]; do sleep 0.5; i=$((i + 1)); done\n")
 ROUND = [
     WAIT_BLESS + "kexec-auto set ENABLED=true >/dev/null\nka_do reboot\n",
