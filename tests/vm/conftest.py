@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from typing import Callable, Iterator
 
 import pytest
@@ -26,6 +27,21 @@ BUILDERS: dict[str, tuple[int, Callable[[str], scenarios.Built]]] = {
 
 
 Result = tuple[scenarios.Built, guest.Chain]
+
+
+def _timed(suite: str, name: str, build: Callable[[], scenarios.Built]) -> Result:
+    """Build a chain's disk and boot its chain; how long each took goes to
+    test-artifacts/chains.txt, where a session's VM time can be read."""
+    start = time.monotonic()
+    built = build()
+    booted = time.monotonic()
+    chain = scenarios.boot_chain(built, **built.chain_options)
+    end = time.monotonic()
+    scenarios.ARTIFACTS.mkdir(exist_ok=True)
+    with open(scenarios.ARTIFACTS / "chains.txt", "a", encoding="utf-8") as out:
+        out.write(f"{suite} {name}: built in {booted - start:.0f} s, {len(chain.boots)} boots "
+                  f"in {end - booted:.0f} s{'' if chain.ended else ' (did not end)'}\n")
+    return built, chain
 
 
 class Runs:
@@ -45,13 +61,11 @@ class Runs:
         self.closing = False
 
     def _one(self, suite: str, scenario: str) -> Result:
-        built = BUILDERS[scenario][1](suite)
-        return built, scenarios.boot_chain(built, **built.chain_options)
+        return _timed(suite, scenario, lambda: BUILDERS[scenario][1](suite))
 
     @staticmethod
     def _safety(suite: str, plan: safety.Plan) -> Result:
-        built = safety.build(suite, plan)
-        return built, scenarios.boot_chain(built, **built.chain_options)
+        return _timed(suite, plan.name, lambda: safety.build(suite, plan))
 
     def _lane(self) -> None:
         while True:
