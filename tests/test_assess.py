@@ -512,7 +512,9 @@ def test_handoff_at_boot(machine, capsys):
     calls = machine.fake_run.calls
     assert calls[0][:5] == ["/sbin/kexec", "-c", "-i", "-l", f"/boot/vmlinuz-{NEW}"]
     assert calls[0][-1] == "--append=root=/dev/vda ro console=ttyS0 kexec_auto.trial=300 panic=10"
-    assert calls[1] == ["systemctl", "--no-block", "kexec"]
+    # the hardware watchdog kept armed through the kexec, for the trial's 300 + 60 s
+    assert calls[1] == ["/usr/lib/kexec-auto/trial-watchdog", "kexec", "360"]
+    assert calls[2] == ["systemctl", "--no-block", "kexec"]
     assert boot_state(machine).trying == NEW
     assert f"handing off from {PROVIDER} to {NEW} through kexec" in capsys.readouterr().err
     # systemctl kexec stops kexec-auto-load.service: the kernel stays as loaded.
@@ -627,7 +629,7 @@ def test_the_trial_is_of_the_release_loaded_through_a_link_such_as_vmlinuz(machi
     machine.file("/vmlinuz").symlink_to(f"boot/vmlinuz-{NEW}")
     machine.write("/etc/default/kexec.d/50-debian-default", "KERNEL_IMAGE=/vmlinuz\n")
     assert cli.main(["load", "--at-shutdown", "--root", r]) == 0
-    assert machine.fake_run.calls[-1][:5] == ["/sbin/kexec", "-c", "-i", "-l", "/vmlinuz"]
+    assert machine.fake_run.calls[-2][:5] == ["/sbin/kexec", "-c", "-i", "-l", "/vmlinuz"]
     assert boot_state(machine).trying == NEW
     # It came up and became healthy: NEW is good, nothing called "vmlinuz" is marked.
     machine.running(NEW)

@@ -320,7 +320,10 @@ def test_load_at_shutdown_only_when_rebooting_and_marks(on_machine, monkeypatch)
     assert fake.calls == []
     monkeypatch.setattr(commands, "jobs", queued("shutdown.target", "reboot.target"))
     assert run_cli(on_machine, "load", "--at-shutdown") == 0
-    assert len(fake.calls) == 1
+    # the kernel loaded for a trial, then the hardware watchdog kept armed
+    # through the kexec for as long as the trial's (TRIAL_TIMEOUT 300 + 60)
+    assert len(fake.calls) == 2 and fake.calls[0][0] == "/sbin/kexec"
+    assert fake.calls[1] == ["/usr/lib/kexec-auto/trial-watchdog", "kexec", "360"]
     assert on_machine.read("/run/kexec-auto/loaded") == f"/boot/vmlinuz-{NEW}\n"
 
 
@@ -600,7 +603,8 @@ def test_status_says_which_failures_trial_boots_are_guarded_against(two_kernels,
     assert guards_of(two_kernels, capsys)["early hang"][0] is False
     os.utime(two_kernels.file("/usr/share/initramfs-tools/hooks/kexec-auto"), (0, 0))
     assert guards_of(two_kernels, capsys)["early hang"] == (
-        True, "from the initramfs on; not in purgatory or before the initramfs runs: no watchdog runs across kexec")
+        True, "from the initramfs on; not in purgatory or before the initramfs runs: "
+        "no hardware watchdog to keep armed through the kexec")
     # qemu's i6300esb, its driver with the heartbeat parameter: its device
     # has no parent in sysfs; its module is a user of the watchdog core
     two_kernels.write("/sys/class/watchdog/watchdog0/identity", "i6300ESB timer\n")
@@ -620,6 +624,15 @@ def test_status_says_which_failures_trial_boots_are_guarded_against(two_kernels,
     assert [c[1:] for c in fake_run.calls if c[0].endswith("/modinfo")][-1] == ["-k", NEW, "-F", "parm", "i6300esb"]
     assert guards["hard hang"] == (True, "i6300ESB timer, 360 s after the kernel started")
     assert guards["soft hang"] == (True, "softdog and i6300ESB timer, 360 s after the kernel started")
+    # the running kernel's watchdog core: built in (no initstate), it stops
+    # i6300esb at the kexec; a module, trial-watchdog loads it again so that
+    # it does not
+    assert guards["early hang"] == (True, "from the initramfs on; not in purgatory or before the initramfs runs: "
+                                    "the watchdog core is built into the running kernel, without "
+                                    "watchdog.stop_on_reboot=0")
+    two_kernels.write("/sys/module/watchdog/initstate", "live\n")
+    assert guards_of(two_kernels, capsys)["early hang"] == (
+        True, "from the kexec on: i6300ESB timer stays armed through it, then the initramfs starts the watchdogs")
     # the administrator's panic=0 stands, and says so
     two_kernels.config("CMDLINE='root=/dev/vda ro panic=0'\n")
     guards = guards_of(two_kernels, capsys)

@@ -27,7 +27,14 @@ MODPROBE = r"""#!/bin/sh
 echo "$*" >> "$KEXEC_AUTO_ROOT/modprobe.log"
 [ -e "$KEXEC_AUTO_ROOT/modprobe.fails" ] && exit 1
 sys=$KEXEC_AUTO_ROOT/sys
+core() {  # the watchdog core, a module, loaded as a dependency or by name
+    [ -e "$sys/module/watchdog/initstate" ] && return
+    mkdir -p "$sys/module/watchdog/parameters" "$sys/module/watchdog/holders"
+    echo live > "$sys/module/watchdog/initstate"
+    echo "${1:--1}" > "$sys/module/watchdog/parameters/stop_on_reboot"
+}
 register() {  # register MODULE IDENTITY TIMEOUT [PARENT]
+    core
     i=0; while [ -e "$sys/class/watchdog/watchdog$i" ]; do i=$((i + 1)); done
     d=$sys/class/watchdog/watchdog$i
     mkdir -p "$d" "$sys/module/$1/parameters" "$sys/module/watchdog/holders"
@@ -45,10 +52,16 @@ register() {  # register MODULE IDENTITY TIMEOUT [PARENT]
 }
 heartbeat() { t=${1#heartbeat=}; [ -n "$1" ] || t=30; [ "$t" -le 2046 ] || t=30; echo "$t"; }
 case "$1" in
-    -r) for d in "$sys"/class/watchdog/*; do
+    -r) [ "$2" = watchdog ] && [ -n "$(ls "$sys/module/watchdog/holders")" ] && exit 1
+        for d in "$sys"/class/watchdog/*; do
             [ "$(cat "$d/.registered-by")" = "$2" ] && rm -rf "$d" "$KEXEC_AUTO_ROOT/dev/${d##*/}"
         done
-        rm -rf "$sys/module/$2" "$sys/module/watchdog/holders/$2" ;;
+        rm -rf "$sys/module/$2" "$sys/module/watchdog/holders/$2"
+        # modprobe -r also removes the dependencies no one uses any more
+        [ -d "$sys/module/watchdog/holders" ] && [ -z "$(ls "$sys/module/watchdog/holders")" ] \
+            && rm -rf "$sys/module/watchdog"
+        exit 0 ;;
+    watchdog) core "${2#stop_on_reboot=}" ;;
     softdog) register softdog "Software Watchdog" "${2#soft_margin=}" ;;
     i6300esb) register i6300esb "i6300ESB timer" "$(heartbeat "${2-}")" ;;
     iTCO_wdt) register iTCO_wdt "iTCO_wdt" "$(heartbeat "${2-}")" iTCO_wdt ;;
@@ -66,7 +79,16 @@ def fake(tmp_path):
     modprobe.write_text(MODPROBE)
     modprobe.chmod(0o755)
     (root / "proc/uptime").write_text("12.34 10.00\n")
+    busctl = root / "bin/busctl"
+    busctl.write_text('#!/bin/sh\necho "$*" >> "$KEXEC_AUTO_ROOT/busctl.log"\n'
+                      '[ -e "$KEXEC_AUTO_ROOT/busctl.fails" ] && exit 1\nexit 0\n')
+    busctl.chmod(0o755)
     return root
+
+
+def busctl(root: Path) -> list[str]:
+    log = root / "busctl.log"
+    return log.read_text().splitlines() if log.exists() else []
 
 
 def run(root: Path, cmdline: str = "root=/dev/vda ro kexec_auto.trial=300 panic=10", *args: str):
@@ -185,7 +207,10 @@ def test_without_softdog_it_says_so_and_never_fails(fake):
 
 def test_usage(fake):
     result = run(fake, "ro", "stop")
-    assert result.returncode == 2 and result.stderr == "usage: trial-watchdog start\n"
+    assert result.returncode == 2 and result.stderr.startswith("usage: trial-watchdog start\n")
+    for args in (("kexec",), ("kexec", "soon"), ("kexec", "-1")):
+        result = run(fake, "ro", *args)
+        assert result.returncode == 2 and "trial-watchdog kexec SECONDS" in result.stderr
 
 
 def test_it_uses_only_what_an_initramfs_has():
@@ -193,3 +218,72 @@ def test_it_uses_only_what_an_initramfs_has():
     words = set(PROGRAM.read_text().replace("(", " ").replace(")", " ").replace("|", " ").split())
     assert not words & {"sed", "awk", "grep", "readlink", "basename", "cut", "tr"}
     assert os.access(PROGRAM, os.X_OK)
+
+
+# --------------------------------------------------------------------------
+# trial-watchdog kexec SECONDS: in the kernel that kexecs into a trial kernel
+
+SET = "set-property org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager"
+
+
+def test_kexec_reloads_the_watchdog_core_so_that_the_kexec_leaves_the_watchdog_running(fake):
+    udev_loads(fake, "i6300esb")
+    result = run(fake, "root=/dev/vda ro", "kexec", "360")
+    assert result.returncode == 0, result.stderr
+    # the driver out, the core (unused now) with it, both back: the core so
+    # that it leaves the watchdog running at the kexec, the driver with the time
+    assert modprobes(fake) == ["-r i6300esb", "watchdog stop_on_reboot=0", "i6300esb heartbeat=360"]
+    assert (fake / "sys/module/watchdog/parameters/stop_on_reboot").read_text() == "0\n"
+    assert (fake / "sys/class/watchdog/watchdog0/identity").read_text() == "i6300ESB timer\n"
+    # systemd arms it at the shutdown, whether it reboots or kexecs
+    assert busctl(fake) == [f"{SET} RebootWatchdogUSec t 360000000", f"{SET} KExecWatchdogUSec t 360000000"]
+    assert "watchdog watchdog0 (i6300ESB timer) stays armed through the kexec: systemd arms it" in result.stderr
+    # nothing is started here: systemd does, and no trial record is written
+    assert (fake / "dev/watchdog0").read_text() == "" and not (fake / "run/kexec-auto").exists()
+
+
+def test_kexec_without_a_system_bus_starts_the_watchdog_itself(fake):
+    udev_loads(fake, "i6300esb")
+    (fake / "busctl.fails").write_text("")
+    result = run(fake, "ro", "kexec", "360")
+    assert result.returncode == 0, result.stderr
+    assert modprobes(fake) == ["-r i6300esb", "watchdog stop_on_reboot=0", "i6300esb heartbeat=360"]
+    assert (fake / "dev/watchdog0").read_text() == "\n"  # opened, closed without the magic "V"
+    assert "no system bus for systemd's watchdog settings, so it runs from now" in result.stderr
+    # a driver that cannot wait that long is not started: it would reset the shutdown
+    (fake / "dev/watchdog0").write_text("")
+    result = run(fake, "ro", "kexec", "3000")
+    assert result.returncode == 1 and (fake / "dev/watchdog0").read_text() == ""
+    assert "cannot be set to 3000 s" in result.stderr
+
+
+def test_kexec_reloads_nothing_when_the_core_keeps_watchdogs_running_already(fake):
+    udev_loads(fake, "watchdog", "iTCO_wdt")
+    (fake / "sys/module/watchdog/parameters/stop_on_reboot").write_text("0\n")
+    assert run(fake, "ro", "kexec", "10").returncode == 0  # at least 30 s, the driver's 30 already
+    assert modprobes(fake) == []
+    assert busctl(fake) == [f"{SET} RebootWatchdogUSec t 30000000", f"{SET} KExecWatchdogUSec t 30000000"]
+
+
+def test_kexec_without_a_hardware_watchdog_does_nothing(fake):
+    result = run(fake, "ro", "kexec", "360")
+    assert result.returncode == 0 and result.stderr == ""
+    assert modprobes(fake) == [] and busctl(fake) == []
+
+
+@pytest.mark.parametrize("case", ["built in", "in use", "softdog"])
+def test_kexec_says_why_the_watchdog_stops_at_the_kexec_and_changes_nothing_in_use(fake, case):
+    udev_loads(fake, "i6300esb")
+    if case == "built in":
+        (fake / "sys/module/watchdog/initstate").unlink()
+    elif case == "in use":  # systemd's RuntimeWatchdogSec=, or a watchdog daemon
+        (fake / "sys/class/watchdog/watchdog0/state").write_text("active\n")
+    else:
+        udev_loads(fake, "softdog")
+    result = run(fake, "ro", "kexec", "360")
+    assert result.returncode == 1
+    said = {"built in": "the watchdog core is built into this kernel",
+            "in use": "watchdog0 (i6300ESB timer) is in use: it stops at the kexec",
+            "softdog": "watchdog1 (Software Watchdog) is in use or not kexec-auto's to reload"}[case]
+    assert said in result.stderr
+    assert "-r i6300esb" not in modprobes(fake) and busctl(fake) == []

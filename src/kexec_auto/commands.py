@@ -88,6 +88,21 @@ def modprobe(module: str, remove: bool = False) -> str:
     return "" if result.returncode == 0 else (result.stderr.strip() or f"modprobe exit status {result.returncode}")
 
 
+TRIAL_WATCHDOG = "/usr/lib/kexec-auto/trial-watchdog"
+
+
+def keep_watchdog_armed(seconds: int) -> tuple[bool, list[str]]:
+    """``trial-watchdog kexec SECONDS``: keep the hardware watchdog armed
+    through the coming kexec.  Whether it did (or there was none to keep),
+    and what it said, each line without its "kexec-auto: " prefix."""
+    try:
+        result = run([TRIAL_WATCHDOG, "kexec", str(seconds)])
+    except OSError as error:
+        return False, [f"cannot run {TRIAL_WATCHDOG}: {error.strerror or error}"]
+    said = [line.removeprefix("kexec-auto: ") for line in result.stderr.splitlines() if line.strip()]
+    return result.returncode == 0, said
+
+
 def module_parameters(release: str, module: str) -> list[str]:
     """The parameters module ``module`` of kernel ``release`` takes (modinfo)."""
     modinfo = which("modinfo")

@@ -202,6 +202,21 @@ def hardware_watchdogs(root: str) -> list[tuple[str, str]]:
     return [(identity, linked[device] or guess) for device, identity in devices]
 
 
+def watchdog_stops_at_kexec(root: str) -> str:
+    """Why this kernel's watchdog core stops the hardware watchdogs at a
+    kexec, with no way for trial-watchdog to keep them armed; '' when it
+    can: the core already runs with stop_on_reboot=0, or it is a module
+    that can be loaded again so."""
+    core = "/sys/module/watchdog"
+    if (read(root, f"{core}/parameters/stop_on_reboot") or "").strip() == "0":
+        return ""
+    if at(root, f"{core}/initstate").exists():
+        return ""
+    if at(root, core).exists():
+        return "the watchdog core is built into the running kernel, without watchdog.stop_on_reboot=0"
+    return "the running kernel has no watchdog core loaded"
+
+
 def kernel_has_module(root: str, release: str, name: str) -> bool:
     """Whether kernel ``release`` has module ``name`` (built in or not),
     from its modules.dep and modules.builtin."""

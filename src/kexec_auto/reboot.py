@@ -93,6 +93,7 @@ def boot(root: str, log: Log = stderr_log) -> int:
         return 1
     release = image_release(root, target.image) or target.release
     _start_trial(root, target.image, release)
+    safetynet.arm_through_kexec(plan.config.trial_timeout, log)
     lastboot.note_handoff(root, release)
     result = commands.run(["systemctl", "--no-block", "kexec"])
     if result.returncode != 0:
@@ -253,6 +254,7 @@ def load_at_shutdown(root: str, log: Log = stderr_log) -> int:
     release = image_release(root, image)
     if release:
         _start_trial(root, image, release)
+        safetynet.arm_through_kexec(config.trial_timeout, log)
     else:
         mark_loaded(root, image)
         log(f"warning: cannot tell which kernel release {image} is; its boot is not judged")

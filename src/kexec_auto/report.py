@@ -122,7 +122,8 @@ def trial_guards(root: str, plan: Plan) -> list[safetynet.Guard]:
     hardware = [(identity, bool(module) and kernel is not None
                  and "heartbeat" in commands.module_parameters(kernel.release, module))
                 for identity, module in host.hardware_watchdogs(root)]
-    return safetynet.guards(panic, plan.config.trial_timeout, hook, softdog, hardware)
+    return safetynet.guards(panic, plan.config.trial_timeout, hook, softdog, hardware,
+                            host.watchdog_stops_at_kexec(root))
 
 
 def status_report(root: str) -> dict:

@@ -11,6 +11,10 @@ trial.  What each piece does, and who sets it up:
 * a boot that does not complete (the generator's deadline timer, backed by
   JobTimeoutSec= on kexec-auto-bless.service's start job): the failure is
   recorded, with what the boot still waits for, and the machine reset.
+* a hang from the kexec on, on a machine with a hardware watchdog
+  (:func:`arm_through_kexec`, run by the kernel that kexecs into the trial
+  kernel): systemd arms the watchdog at the shutdown and it keeps running
+  through the kexec, until the trial kernel's driver takes it over.
 * a hang, from the trial kernel's initramfs on (hooks/libexec/trial-watchdog,
   run in the initramfs, or by kexec-auto-trial-watchdog.service when the
   initramfs lacks kexec-auto's hook): softdog, and a hardware watchdog
@@ -95,6 +99,16 @@ def _stop_watchdogs(root: str, log: Log) -> None:
     record.unlink(missing_ok=True)
 
 
+def arm_through_kexec(deadline: int, log: Log) -> None:
+    """A trial kernel with this deadline is loaded for the coming kexec:
+    keep the hardware watchdog armed through it (trial-watchdog kexec), for
+    as long as the trial kernel's own watchdogs would run.  Never fails the
+    load: what did not work is a warning."""
+    kept, said = commands.keep_watchdog_armed(deadline + trial.BACKSTOP_SECONDS)
+    for line in said:
+        log(line if kept or line.startswith(("warning: ", "error: ")) else f"warning: {line}")
+
+
 def _restore_panic(root: str, running: str, log: Log) -> None:
     added = trial.added_panic(host.current_cmdline_words(root))
     if added is None or host.panic_timeout(root) != added:
@@ -129,14 +143,15 @@ class Guard:
 
 
 def guards(panic: int, deadline: int, initramfs_hook: Optional[bool], softdog: bool,
-           hardware: Sequence[tuple[str, bool]]) -> list[Guard]:
+           hardware: Sequence[tuple[str, bool]], kexec_gap: str = "") -> list[Guard]:
     """Which failures the next trial boot is guarded against, and why (not).
 
     ``panic`` is the panic= of the trial command line, ``initramfs_hook``
     whether the trial kernel's initrd has kexec-auto's hook (None: no
     initramfs-tools), ``softdog`` whether that kernel has the module,
     ``hardware`` the machine's hardware watchdogs with whether their timeout
-    can be set.
+    can be set, ``kexec_gap`` why the running kernel stops them at the
+    kexec ('' when it can keep them armed through it).
 
     >>> for g in guards(10, 300, True, True, [("i6300ESB timer", True)]):
     ...     print(g.failure, g.guarded)
@@ -147,6 +162,11 @@ def guards(panic: int, deadline: int, initramfs_hook: Optional[bool], softdog: b
     soft hang True
     hard hang True
     early hang True
+    >>> guards(10, 300, True, True, [("i6300ESB timer", True)])[6].why
+    'from the kexec on: i6300ESB timer stays armed through it, then the initramfs starts the watchdogs'
+    >>> print(guards(10, 300, True, True, [])[6].why)  # doctest: +NORMALIZE_WHITESPACE
+    from the initramfs on; not in purgatory or before the initramfs runs:
+    no hardware watchdog to keep armed through the kexec
     >>> [g.why for g in guards(0, 300, False, False, []) if not g.guarded][:2]
     ['panic=0 on the command line: a panic waits forever', 'panic=0 on the command line: a panic waits forever']
     >>> guards(10, 300, False, True, [])[6].why
@@ -177,9 +197,13 @@ def guards(panic: int, deadline: int, initramfs_hook: Optional[bool], softdog: b
         out.append(Guard("hard hang", False, "no hardware watchdog; softdog stops with the CPU"))
     if not watchdogs:
         out.append(Guard("early hang", False, "no watchdog"))
+    elif initramfs_hook and usable and not kexec_gap:
+        out.append(Guard("early hang", True, f"from the kexec on: {usable[0]} stays armed through it, "
+                         "then the initramfs starts the watchdogs"))
     elif initramfs_hook:
-        out.append(Guard("early hang", True, "from the initramfs on; not in purgatory or before the "
-                         "initramfs runs: no watchdog runs across kexec"))
+        gap = kexec_gap if usable else "no hardware watchdog to keep armed through the kexec"
+        out.append(Guard("early hang", True, f"from the initramfs on; not in purgatory or before the "
+                         f"initramfs runs: {gap}"))
     elif initramfs_hook is None:
         out.append(Guard("early hang", False, "no initramfs-tools: watchdogs start in the trial's userspace"))
     else:
