@@ -21,6 +21,10 @@ The modes:
   earlyhang   N's initrd hangs early (an init-premount script that sleeps
               forever): no panic, no shell, no systemd; only the watchdogs
               that kexec-auto's init-top script started reset the machine
+  kexechang   N's initrd hangs at the first line of its /init, before any
+              script or module: only a hardware watchdog that the kernel
+              before the kexec kept armed through it resets the machine
+              (needs a watchdog device in the VM and its driver in P and O)
   softlockup  a module that spins with preemption off under N (the kernel
               hangs; timer interrupts still run)
   hardlockup  a module that spins with interrupts off under N (only a
@@ -40,12 +44,13 @@ from . import guest, image, scenarios
 #: command line: no panic=, root read-only until systemd remounts it
 CLOUD_APPEND = "root=/dev/vda ro console=ttyS0,115200"
 KA = "/var/lib/ka-test"
-MODES = ("panic", "noroot", "earlyhang", "emergency", "deadline", "softlockup", "hardlockup")
+MODES = ("panic", "noroot", "earlyhang", "kexechang", "emergency", "deadline", "softlockup", "hardlockup")
 #: what `kexec-auto status` must give in the reason, per mode
 REASONS = {
     "panic": ("it never reached its userspace",),
     "noroot": ("it never reached its userspace",),
     "earlyhang": ("it never reached its userspace",),
+    "kexechang": ("it never reached its userspace",),
     "emergency": ("entered emergency mode (failed: ", "ka\\x2dfat.mount"),
     "deadline": ("did not complete its boot within @DEADLINE@ s (still waiting for: ", "ka-hang.service (start)"),
     "softlockup": ("it had started its userspace",),
@@ -164,6 +169,27 @@ def _earlyhang_initrd(chroot: image.Chroot, release: str) -> None:
         assert needed in listing, f"the early-hang initrd has no {needed}"
 
 
+#: an initramfs-tools hook that makes the image's /init hang at its first line
+KEXEC_HANG_HOOK = r"""#!/bin/sh
+[ "${1-}" = prereqs ] && exit 0
+sed -i '1a echo "ka-test: hanging before the initramfs runs anything"; while :; do sleep 1; done' "$DESTDIR/init"
+"""
+
+
+def _kexechang_initrd(chroot: image.Chroot, release: str) -> None:
+    """An initrd of ``release`` whose /init hangs before it does anything."""
+    hook = chroot.root / "etc/initramfs-tools/hooks/ka-kexechang"
+    hook.write_text(KEXEC_HANG_HOOK)
+    hook.chmod(0o755)
+    try:
+        chroot.sh(f"mkinitramfs -o {KA}/initrd-kexechang.img {release}", timeout=600)
+    finally:
+        hook.unlink()
+    head = chroot.sh(f"rm -rf /tmp/ka-un; unmkinitramfs {KA}/initrd-kexechang.img /tmp/ka-un; "
+                     "head -n 3 $(ls /tmp/ka-un/init /tmp/ka-un/main/init 2>/dev/null | head -n 1); rm -rf /tmp/ka-un")
+    assert "ka-test: hanging before the initramfs runs anything" in head, head
+
+
 def _prepare(plan: Plan):
     def prepare(chroot: image.Chroot, base: image.BaseTree) -> dict[str, str]:
         root = chroot.root
@@ -176,6 +202,10 @@ def _prepare(plan: Plan):
             chroot.sh(f"kexec-auto set TRIES={plan.tries}")
         chroot.apt_install(f"linux-image-{base.newest}")
         chroot.apt_install(f"linux-image-{base.older}")
+        if plan.watchdog_device:
+            # the system bus, as Debian's cloud images have it: the kernel
+            # before a trial sets systemd's reboot and kexec watchdogs over it
+            chroot.apt_install("--no-install-recommends", "dbus")
         new = base.newest
         chroot.sh(f"cp -p /boot/initrd.img-{new} {KA}/initrd-good.img")
         (root / KA.lstrip("/") / "panic-initrd.img").write_bytes(image.panicking_initrd())
@@ -183,6 +213,8 @@ def _prepare(plan: Plan):
             _noroot_initrd(chroot, new)
         if "earlyhang" in plan.modes:
             _earlyhang_initrd(chroot, new)
+        if "kexechang" in plan.modes:
+            _kexechang_initrd(chroot, new)
         # kexec-auto's initramfs hook is in the initrd of N that the other
         # modes boot (the package's trigger rebuilt it)
         notes["initrd_listing"] = chroot.sh(f"lsinitramfs {KA}/initrd-good.img | grep -e kexec-auto -e softdog")
@@ -235,9 +267,9 @@ ka_break() {  # ka_break MODE: N fails to come up that way
     case $1 in
         panic) cp {KA}/panic-initrd.img /boot/initrd.img-$N ;;
         noroot) cp {KA}/initrd-noroot.img /boot/initrd.img-$N ;;
-        earlyhang)
+        earlyhang|kexechang)
             kexec-auto set TRIAL_TIMEOUT=@EARLY_DEADLINE@ >/dev/null
-            cp {KA}/initrd-earlyhang.img /boot/initrd.img-$N ;;
+            cp {KA}/initrd-$1.img /boot/initrd.img-$N ;;
         emergency)
             mv /lib/modules/$N/kernel/fs/fat {KA}/fat-modules; depmod $N
             echo "{KA}/fat.img /mnt/ka-fat vfat loop 0 0" >> /etc/fstab ;;
