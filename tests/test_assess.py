@@ -676,3 +676,27 @@ def test_a_trial_watchdog_that_systemd_took_over_is_left_to_it(machine, capsys, 
     err = capsys.readouterr().err
     assert "watchdog0 (i6300ESB timer) is in use (systemd's RuntimeWatchdogSec=?): left to its user" in err
     assert "warning" not in err and machine.read("/dev/watchdog1") == "V"
+
+
+def test_a_handoff_whose_kexec_cannot_start_stops_the_watchdog_started_for_it(machine, monkeypatch, capsys):
+    """Without a system bus trial-watchdog starts /dev/watchdog0 at once for
+    the kexec; when systemctl kexec fails, this kernel keeps running, and the
+    watchdog must not reset it."""
+    from kexec_auto import commands
+
+    r = str(machine)
+    machine.config("HANDOFF=true\n")
+    machine.write("/sys/class/watchdog/watchdog0/identity", "i6300ESB timer\n")
+    machine.write("/dev/watchdog0", "")
+
+    def run(argv):
+        machine.fake_run.calls.append(argv)
+        if argv[0].endswith("trial-watchdog"):  # as it does without dbus
+            machine.write("/sys/class/watchdog/watchdog0/state", "active\n")
+            machine.write("/dev/watchdog0", "\n")
+        failed = argv[:1] == ["systemctl"]
+        return subprocess.CompletedProcess(argv, int(failed), "", "Transaction is destructive.\n" * failed)
+    monkeypatch.setattr(commands, "run", run)
+    assert cli.main(["boot", "--root", r]) == 1
+    assert "error: systemctl kexec failed: Transaction is destructive." in capsys.readouterr().err
+    assert machine.read("/dev/watchdog0") == "V"  # the magic close

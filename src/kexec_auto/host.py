@@ -171,6 +171,11 @@ def watchdog_identity(root: str, device: str) -> str:
     return (read(root, f"/sys/class/watchdog/{device}/identity") or "").strip()
 
 
+def watchdog_state(root: str, device: str) -> str:
+    """"active" or "inactive" (/sys/class/watchdog/DEVICE/state), '' if unknown."""
+    return (read(root, f"/sys/class/watchdog/{device}/state") or "").strip()
+
+
 def _linked_watchdog_module(root: str, device: str) -> str:
     link = at(root, f"/sys/class/watchdog/{device}/device/driver/module")
     return os.path.basename(os.path.realpath(link)) if os.path.exists(link) else ""

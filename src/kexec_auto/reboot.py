@@ -98,6 +98,7 @@ def boot(root: str, log: Log = stderr_log) -> int:
     result = commands.run(["systemctl", "--no-block", "kexec"])
     if result.returncode != 0:
         log(f"error: systemctl kexec failed: {result.stderr.strip()}")
+        safetynet.disarm_kept_watchdog(root, log)  # this kernel keeps running
         return 1
     return 0
 

@@ -44,6 +44,7 @@ TRIAL_OVER = f"{RUN_DIR}/trial-over"  # the trial's units do nothing once this e
 TRIAL_WATCHDOGS = f"{RUN_DIR}/trial-watchdog"  # what trial-watchdog started
 DEADLINE_TIMER = "kexec-auto-trial-deadline.timer"
 SOFTDOG = "softdog"
+KEPT_WATCHDOG = "watchdog0"  # the device systemd arms at shutdown, and trial-watchdog kexec with it
 
 
 def on_trial(root: str) -> Optional[int]:
@@ -107,6 +108,20 @@ def arm_through_kexec(deadline: int, log: Log) -> None:
     kept, said = commands.keep_watchdog_armed(deadline + trial.BACKSTOP_SECONDS)
     for line in said:
         log(line if kept or line.startswith(("warning: ", "error: ")) else f"warning: {line}")
+
+
+def disarm_kept_watchdog(root: str, log: Log) -> None:
+    """The kexec that :func:`arm_through_kexec` prepared for does not come:
+    stop /dev/watchdog0 if it was started for it (without a system bus,
+    trial-watchdog starts it at once), so that it does not reset this
+    kernel.  A watchdog another process holds (systemd's RuntimeWatchdogSec=)
+    is left to it."""
+    device = KEPT_WATCHDOG
+    if host.watchdog_state(root, device) != "active":
+        return
+    error = host.stop_watchdog(root, device)
+    if error is not None and error.errno != errno.EBUSY:
+        log(f"warning: cannot stop {device}, started for the kexec: {error.strerror or error}")
 
 
 def _restore_panic(root: str, running: str, log: Log) -> None:
