@@ -153,17 +153,26 @@ while :; do sleep 1; done
 """
 
 
+def _initrd_with(chroot: image.Chroot, release: str, path: str, text: str, name: str) -> str:
+    """KA/initrd-NAME.img: an initrd of ``release`` built with the
+    initramfs-tools file ``path`` (below /etc/initramfs-tools) holding
+    ``text`` for that build only; its path inside the tree."""
+    extra = chroot.root / "etc/initramfs-tools" / path
+    extra.parent.mkdir(parents=True, exist_ok=True)
+    extra.write_text(text)
+    extra.chmod(0o755)
+    image_path = f"{KA}/initrd-{name}.img"
+    try:
+        chroot.sh(f"mkinitramfs -o {image_path} {release}", timeout=600)
+    finally:
+        extra.unlink()
+    return image_path
+
+
 def _earlyhang_initrd(chroot: image.Chroot, release: str) -> None:
     """An initrd of ``release`` that hangs in init-premount."""
-    script = chroot.root / "etc/initramfs-tools/scripts/init-premount/ka-hang"
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(EARLY_HANG)
-    script.chmod(0o755)
-    try:
-        chroot.sh(f"mkinitramfs -o {KA}/initrd-earlyhang.img {release}", timeout=600)
-    finally:
-        script.unlink()
-    listing = chroot.sh(f"lsinitramfs {KA}/initrd-earlyhang.img")
+    built = _initrd_with(chroot, release, "scripts/init-premount/ka-hang", EARLY_HANG, "earlyhang")
+    listing = chroot.sh(f"lsinitramfs {built}")
     for needed in ("scripts/init-premount/ka-hang", "scripts/init-top/kexec-auto",
                    "usr/lib/kexec-auto/trial-watchdog", "/softdog.ko"):
         assert needed in listing, f"the early-hang initrd has no {needed}"
@@ -178,14 +187,8 @@ sed -i '1a echo "ka-test: hanging before the initramfs runs anything"; while :; 
 
 def _kexechang_initrd(chroot: image.Chroot, release: str) -> None:
     """An initrd of ``release`` whose /init hangs before it does anything."""
-    hook = chroot.root / "etc/initramfs-tools/hooks/ka-kexechang"
-    hook.write_text(KEXEC_HANG_HOOK)
-    hook.chmod(0o755)
-    try:
-        chroot.sh(f"mkinitramfs -o {KA}/initrd-kexechang.img {release}", timeout=600)
-    finally:
-        hook.unlink()
-    head = chroot.sh(f"rm -rf /tmp/ka-un; unmkinitramfs {KA}/initrd-kexechang.img /tmp/ka-un; "
+    built = _initrd_with(chroot, release, "hooks/ka-kexechang", KEXEC_HANG_HOOK, "kexechang")
+    head = chroot.sh(f"rm -rf /tmp/ka-un; unmkinitramfs {built} /tmp/ka-un; "
                      "head -n 3 $(ls /tmp/ka-un/init /tmp/ka-un/main/init 2>/dev/null | head -n 1); rm -rf /tmp/ka-un")
     assert "ka-test: hanging before the initramfs runs anything" in head, head
 
