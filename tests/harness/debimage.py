@@ -63,6 +63,9 @@ DEFAULT_CACHE = Path("/var/cache/kexec-auto-tests")
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://security.debian.org/debian-security"
 DEBOOTSTRAP_TIMEOUT = 1500
+#: Debian's name of the machines the tests run on; trees of other
+#: architectures run their programs under qemu-user-static
+HOST_ARCH = "amd64"
 TREE_FORMAT = "1"  # bump to rebuild every cached tree after changing how trees are made
 
 #: suite -> debootstrap script to use when the host's debootstrap has none of
@@ -279,16 +282,22 @@ sources_list = apt_sources
 
 
 def debootstrap_argv(suite: str, packages: Sequence[str], target: Path, mirror: str = MIRROR,
-                     scripts: Path = Path("/usr/share/debootstrap/scripts")) -> list[str]:
+                     scripts: Path = Path("/usr/share/debootstrap/scripts"), arch: str = HOST_ARCH) -> list[str]:
     """The debootstrap command; a suite this debootstrap has no script for
-    borrows the one DEBOOTSTRAP_SCRIPTS names.
+    borrows the one DEBOOTSTRAP_SCRIPTS names.  A foreign arch is
+    debootstrapped in one go: its second stage runs under qemu-user-static
+    (enable_foreign()).
 
     >>> debootstrap_argv("forky", ["b", "a"], Path("/t"), scripts=Path("/nonexistent"))[-4:]
     ['forky', '/t', 'http://deb.debian.org/debian', '/nonexistent/sid']
     >>> debootstrap_argv("bookworm", ["a"], Path("/t"), scripts=Path("/nonexistent"))[-3:]
     ['bookworm', '/t', 'http://deb.debian.org/debian']
+    >>> debootstrap_argv("trixie", [], Path("/t"), arch="arm64")[:3]
+    ['debootstrap', '--variant=minbase', '--arch=arm64']
     """
     argv = ["debootstrap", "--variant=minbase"]
+    if arch != HOST_ARCH:
+        argv.append(f"--arch={arch}")
     if packages:
         argv.append("--include=" + ",".join(sorted(set(packages))))
     argv += [suite, str(target), mirror]
@@ -298,15 +307,20 @@ def debootstrap_argv(suite: str, packages: Sequence[str], target: Path, mirror: 
 
 
 def tree_key(suite: str, packages: Sequence[str], mirror: str = MIRROR,
-             extra_suites: Sequence[str] = (), apt_conf: str = "") -> str:
-    """Cache key: any change of suite, mirror, package set or apt settings gives a new tree.
+             extra_suites: Sequence[str] = (), apt_conf: str = "", arch: str = HOST_ARCH) -> str:
+    """Cache key: any change of suite, architecture, mirror, package set or
+    apt settings gives a new tree.
 
     >>> tree_key("bookworm", ["b", "a"]) == tree_key("bookworm", ["a", "b", "a"])
     True
     >>> tree_key("bookworm", ["a"]) == tree_key("trixie", ["a"])
     False
+    >>> tree_key("trixie", ["a"]) == tree_key("trixie", ["a"], arch="arm64")
+    False
     """
     text = "\n".join([TREE_FORMAT, suite, mirror, *sorted(set(packages)), "--", *extra_suites])
+    if arch != HOST_ARCH:
+        text += "\n--arch--\n" + arch
     if apt_conf:
         text += "\n--apt--\n" + apt_conf
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -321,6 +335,7 @@ def cached_tree(
     apt_conf: str = "",
     cache: Path | None = None,
     timeout: float = DEBOOTSTRAP_TIMEOUT,
+    arch: str = HOST_ARCH,
 ) -> Path:
     """Return a pristine minbase tree of suite with packages, building it once.
 
@@ -336,7 +351,8 @@ def cached_tree(
     previous = PREVIOUS_RELEASE.get(suite)
     trees = (cache or cache_dir()) / "trees"
     key_conf = conf + (f"--previous--\n{previous}\n" if previous else "")
-    name = f"{suite}-{tree_key(suite, packages, mirror, extra_suites, key_conf)}"
+    name = (f"{suite}{'' if arch == HOST_ARCH else '-' + arch}-"
+            f"{tree_key(suite, packages, mirror, extra_suites, key_conf, arch)}")
     final = trees / name
     with locked(trees / f"{name}.lock"):
         if (final / "etc/apt/sources.list").is_file():
@@ -344,7 +360,9 @@ def cached_tree(
         scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=trees))
         scratch.chmod(0o755)  # the tree's /: mkdtemp's 0700 would lock _apt out
         try:
-            run(debootstrap_argv(suite, packages, scratch, mirror), timeout=timeout)
+            if arch != HOST_ARCH:
+                enable_foreign(arch)
+            run(debootstrap_argv(suite, packages, scratch, mirror, arch=arch), timeout=timeout)
             if conf:
                 (scratch / "etc/apt/apt.conf.d/90kexec-auto-tests").write_text(conf)
             (scratch / "etc/apt/sources.list").write_text(apt_sources(suite, mirror, extra_suites))
@@ -669,28 +687,100 @@ VM_APT_CONF = 'APT::Install-Recommends "false";\n'
 
 #: Kernel series used per suite; the three newest cloud kernels of the series
 #: found in the archive become provider < older < newest.  Debian's
-#: linux-image-*-cloud-amd64 packages carry the signed images.
+#: linux-image-*-cloud-{arch} packages carry the signed images.
 KERNEL_SERIES = {
-    "bookworm": r"6\.1\.0-\d+-cloud-amd64",
-    "trixie": r"6\.12\.\d+\+deb13(\.\d+)?-cloud-amd64",
+    "bookworm": r"6\.1\.0-\d+-cloud-{arch}",
+    "trixie": r"6\.12\.\d+\+deb13(\.\d+)?-cloud-{arch}",
     # testing carries one kernel release at a time: the provider's and the
     # older kernel are trixie's (PREVIOUS_RELEASE), the newest is forky's
-    "forky": r"(6\.12\.\d+\+deb13(\.\d+)?|\d+\.\d+\.\d+\+deb14(\.\d+)?)-cloud-amd64",
+    "forky": r"(6\.12\.\d+\+deb13(\.\d+)?|\d+\.\d+\.\d+\+deb14(\.\d+)?)-cloud-{arch}",
 }
+
+
+def kernel_series(suite: str, arch: str = HOST_ARCH) -> str:
+    r"""The kernel releases of suite for arch, as a regular expression.
+
+    >>> kernel_series("bookworm", "arm64")
+    '6\\.1\\.0-\\d+-cloud-arm64'
+    """
+    return KERNEL_SERIES[suite].replace("{arch}", arch)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What a VM of one Debian architecture needs from qemu and its tree."""
+    name: str                  # Debian's name
+    qemu: str                  # qemu's system emulator
+    machine: str               # -machine for -kernel and UEFI boots
+    cpu: str                   # -cpu ("" for qemu's default)
+    console: str               # the serial console's device name
+    layouts: tuple[str, ...]   # the disk layouts booted on it
+    #: UEFI layout -> (code, variable store template, -machine)
+    firmware: Mapping[str, tuple[Path, Path, str]]
+    grub_efi: str = ""         # Debian's GRUB EFI package, its platform and image name
+    grub_platform: str = ""
+    efi_boot: str = ""         # the removable media path's file name
+    #: how much longer its boots take under TCG than amd64's (timeouts)
+    slowdown: float = 1.0
+
+
+OVMF = Path("/usr/share/OVMF")
+AAVMF = Path("/usr/share/AAVMF")
+ARCHES = {
+    "amd64": Arch("amd64", "qemu-system-x86_64", "", "", "ttyS0", ("provider", "bios", "uefi", "secureboot"), {
+        "uefi": (OVMF / "OVMF_CODE_4M.fd", OVMF / "OVMF_VARS_4M.fd", "q35"),
+        "secureboot": (OVMF / "OVMF_CODE_4M.secboot.fd", OVMF / "OVMF_VARS_4M.ms.fd", "q35,smm=on"),
+    }, "grub-efi-amd64", "x86_64-efi", "BOOTX64.EFI"),
+    # qemu's virt board: PL011 serial (ttyAMA0), virtio on PCIe, a device
+    # tree from qemu (-kernel) or ACPI from AAVMF.  cortex-a57 is emulated
+    # faster than "max" and every Debian arm64 kernel runs on it.
+    "arm64": Arch("arm64", "qemu-system-aarch64", "virt", "cortex-a57", "ttyAMA0", ("provider", "uefi"), {
+        "uefi": (AAVMF / "AAVMF_CODE.fd", AAVMF / "AAVMF_VARS.fd", "virt"),
+    }, "grub-efi-arm64", "arm64-efi", "BOOTAA64.EFI", 2.0),  # 85 s a boot against amd64's 50 (trixie)
+}
+#: the guest's command line on the provider path, per architecture
+APPENDS = {name: f"root=/dev/vda rw console={arch.console} panic=5" for name, arch in ARCHES.items()}
 
 LAYOUTS = ("provider", "bios", "uefi", "secureboot")
 
-#: Debian packages of each layout's boot loader, installed in the guest as the
-#: installer leaves them on a real machine of that kind.
-BOOT_PACKAGES = {
-    "provider": (),
-    "bios": ("grub-pc",),
-    "uefi": ("grub-efi-amd64", "efibootmgr", "dosfstools"),
-    "secureboot": ("grub-efi-amd64", "grub-efi-amd64-signed", "shim-signed", "efibootmgr",
-                   "dosfstools", "mokutil"),
-}
+
+def boot_packages(layout: str, arch: str = HOST_ARCH) -> tuple[str, ...]:
+    """Debian packages of each layout's boot loader, installed in the guest
+    as the installer leaves them on a real machine of that kind.
+
+    >>> boot_packages("uefi", "arm64")
+    ('grub-efi-arm64', 'efibootmgr', 'dosfstools')
+    """
+    grub = ARCHES[arch].grub_efi
+    return {
+        "provider": (),
+        "bios": ("grub-pc",),
+        "uefi": (grub, "efibootmgr", "dosfstools"),
+        "secureboot": (grub, f"{grub}-signed", "shim-signed", "efibootmgr", "dosfstools", "mokutil"),
+    }[layout]
+
+
 BASE_STEP = "kernels1"
 LAYOUT_STEP = "1"  # bump when _install_boot_loader changes
+
+
+def enable_foreign(arch: str) -> None:
+    """Make this machine run arch's programs (a foreign tree's chroot):
+    qemu-user-static's binfmt_misc entry, mounted and enabled if it is not.
+    Raises BuildError, saying what is missing, when it cannot."""
+    qemu = {"arm64": "qemu-aarch64"}[arch]
+    entry = Path("/proc/sys/fs/binfmt_misc") / qemu
+    if entry.is_file() and entry.read_text().startswith("enabled"):
+        return
+    if not Path("/proc/sys/fs/binfmt_misc/register").exists():
+        run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], timeout=60)
+    if shutil.which("update-binfmts") is None or not Path(f"/usr/share/binfmts/{qemu}").is_file():
+        raise BuildError(f"an {arch} tree needs qemu-user-static and binfmt-support (.ci/deps installs them)")
+    if not entry.is_file():
+        run(["update-binfmts", "--import", qemu], timeout=60, check=False)
+    run(["update-binfmts", "--enable", qemu], timeout=60)
+    if not (entry.is_file() and entry.read_text().startswith("enabled")):
+        raise BuildError(f"binfmt_misc has no enabled {qemu} entry: {arch} programs cannot run here")
 
 
 @dataclass(frozen=True)
@@ -703,6 +793,7 @@ class BaseTree:
     older: str
     newest: str
     layout: str = "provider"
+    arch: str = HOST_ARCH
 
     @property
     def archives(self) -> Path:
@@ -716,6 +807,18 @@ class BaseTree:
     @property
     def initrd(self) -> Path:
         return self.path / f"boot/initrd.img-{self.provider}"
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """(suite, arch) of a VM target: a suite, on HOST_ARCH, or suite-arch.
+
+    >>> split_target("trixie"), split_target("bookworm-arm64")
+    (('trixie', 'amd64'), ('bookworm', 'arm64'))
+    """
+    suite, _, arch = target.partition("-")
+    if arch and arch not in ARCHES:
+        raise ValueError(f"unknown architecture {arch!r} in {target!r}; known: {', '.join(ARCHES)}")
+    return suite, arch or HOST_ARCH
 
 
 def sort_releases(releases: Sequence[str]) -> list[str]:
@@ -740,13 +843,13 @@ def pick_kernels(package_names: Sequence[str], series: str) -> tuple[str, str, s
     return provider, older, newest
 
 
-def _install_provider(suite: str) -> Callable[[Path], dict[str, object]]:
+def _install_provider(suite: str, arch: str) -> Callable[[Path], dict[str, object]]:
     def build(root: Path) -> dict[str, object]:
         chroot = Chroot(root, apt_archive_cache(suite))
         with chroot.mounted():
             chroot.sh("apt-get update -q", timeout=600)
             names = chroot.sh("apt-cache pkgnames linux-image-").split()
-            provider, older, newest = pick_kernels(names, KERNEL_SERIES[suite])
+            provider, older, newest = pick_kernels(names, kernel_series(suite, arch))
             chroot.apt_install(f"linux-image-{provider}")
             # fetch the other kernels now so that scenario builds need no network for them
             chroot.sh(f"apt-get install -y -q --download-only linux-image-{older} linux-image-{newest}")
@@ -754,15 +857,16 @@ def _install_provider(suite: str) -> Callable[[Path], dict[str, object]]:
     return build
 
 
-def base_tree(suite: str, layout: str = "provider") -> BaseTree:
-    """The cached VM tree of suite for layout, built once."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown disk layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    pristine = cached_tree(suite, VM_PACKAGES, apt_conf=VM_APT_CONF)
-    path, facts = derived_tree(pristine, BASE_STEP, _install_provider(suite))
+def base_tree(suite: str, layout: str = "provider", arch: str = HOST_ARCH) -> BaseTree:
+    """The cached VM tree of suite for layout on arch, built once."""
+    if layout not in ARCHES[arch].layouts:
+        raise ValueError(f"unknown disk layout {layout!r} on {arch}; known: {', '.join(ARCHES[arch].layouts)}")
+    pristine = cached_tree(suite, VM_PACKAGES, apt_conf=VM_APT_CONF, arch=arch)
+    path, facts = derived_tree(pristine, BASE_STEP, _install_provider(suite, arch))
     if layout != "provider":
-        path, _ = derived_tree(path, layout + LAYOUT_STEP, lambda root: _install_boot_loader(root, suite, layout))
-    return BaseTree(suite, path, str(facts["provider"]), str(facts["older"]), str(facts["newest"]), layout)
+        path, _ = derived_tree(path, layout + LAYOUT_STEP,
+                               lambda root: _install_boot_loader(root, suite, layout, arch))
+    return BaseTree(suite, path, str(facts["provider"]), str(facts["older"]), str(facts["newest"]), layout, arch)
 
 
 # ---------------------------------------------------------------------------
@@ -827,7 +931,7 @@ def _standin_text(path: str, layout: str) -> str:
                                  part=drive.split(",")[1])
 
 
-def _install_boot_loader(root: Path, suite: str, layout: str) -> dict[str, object]:
+def _install_boot_loader(root: Path, suite: str, layout: str, arch: str = HOST_ARCH) -> dict[str, object]:
     """Debian's boot loader packages for layout, installed with grub-install
     and grub-probe replaced by stand-ins (kept in the cached tree: the
     scenario's kernel installs run update-grub; restore_grub_tools() puts
@@ -842,18 +946,20 @@ def _install_boot_loader(root: Path, suite: str, layout: str) -> dict[str, objec
         chroot.run(["debconf-set-selections"], input=(
             "grub-pc grub-pc/install_devices multiselect \n"
             "grub-pc grub-pc/install_devices_empty boolean true\n"
-            "grub-efi-amd64 grub2/update_nvram boolean false\n"
-            "grub-efi-amd64-signed grub2/update_nvram boolean false\n"))
+            f"{ARCHES[arch].grub_efi} grub2/update_nvram boolean false\n"
+            f"{ARCHES[arch].grub_efi}-signed grub2/update_nvram boolean false\n"))
         chroot.sh("apt-get update -q", timeout=600)
-        chroot.apt_install(*BOOT_PACKAGES[layout])
+        chroot.apt_install(*boot_packages(layout, arch))
         chroot.path("/boot/grub").mkdir(parents=True, exist_ok=True)
         if layout != "bios":
             chroot.path("/boot/efi").mkdir(parents=True, exist_ok=True)
-    return {"packages": list(BOOT_PACKAGES[layout])}
+    return {"packages": list(boot_packages(layout, arch))}
 
 
-def grub_settings(timeout: int, default: str, cmdline: str) -> str:
-    """/etc/default/grub.d/ snippet: timeout, pinned default entry, serial console.
+def grub_settings(timeout: int, default: str, cmdline: str, serial: bool = True) -> str:
+    """/etc/default/grub.d/ snippet: timeout, pinned default entry, serial
+    console (serial=False: the firmware's console, which AAVMF puts on the
+    serial port; GRUB's serial ports are PC ones).
 
     >>> print(grub_settings(5, "6.1.0-9-cloud-amd64", "console=ttyS0"), end="")
     # kexec-auto tests: the firmware boot loader of a machine whose provider picks the kernel
@@ -872,19 +978,19 @@ def grub_settings(timeout: int, default: str, cmdline: str) -> str:
         f'GRUB_DEFAULT="{entry}"\n'
         f'GRUB_CMDLINE_LINUX="{cmdline}"\n'
         'GRUB_CMDLINE_LINUX_DEFAULT=""\n'
-        "GRUB_TERMINAL=serial\n"
-        'GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n'
-        "GRUB_DISABLE_OS_PROBER=true\n"
+        + ("GRUB_TERMINAL=serial\n"
+           'GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n' if serial else "GRUB_TERMINAL=console\n")
+        + "GRUB_DISABLE_OS_PROBER=true\n"
     )
 
 
-def configure_grub(chroot: Chroot, default: str, timeout: int, cmdline: str) -> str:
+def configure_grub(chroot: Chroot, default: str, timeout: int, cmdline: str, arch: str = HOST_ARCH) -> str:
     """Pin GRUB's default to the kernel release default (a provider's
     choice), set its timeout, run update-grub; then put the real grub-probe
     and grub-install back.  Returns the generated grub.cfg."""
     conf = chroot.path("/etc/default/grub.d/kexec-auto-tests.cfg")
     conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(grub_settings(timeout, default, cmdline))
+    conf.write_text(grub_settings(timeout, default, cmdline, serial=arch == "amd64"))
     chroot.run(["update-grub"])
     chroot.run(["grub-editenv", "/boot/grub/grubenv", "create"])
     restore_grub_tools(chroot)
@@ -897,7 +1003,7 @@ def restore_grub_tools(chroot: Chroot) -> None:
         chroot.run(["dpkg-divert", "--local", "--rename", "--remove", path])
 
 
-def install_boot_loader_files(chroot: Chroot, layout: str, stage: Path) -> dict[str, Path]:
+def install_boot_loader_files(chroot: Chroot, layout: str, stage: Path, arch: str = HOST_ARCH) -> dict[str, Path]:
     """What grub-install would put on the disk, made with the guest's own GRUB
     into stage (a host directory): {"esp/<path>": file} for the ESP, or
     "boot.img"/"core.img" for BIOS.  GRUB's modules go to /boot/grub in the
@@ -920,16 +1026,18 @@ def install_boot_loader_files(chroot: Chroot, layout: str, stage: Path) -> dict[
                        "configfile $prefix/grub.cfg\n")
     out["esp/EFI/debian/grub.cfg"] = esp_cfg
     if layout == "uefi":
-        platform = "x86_64-efi"
+        machine = ARCHES[arch]
+        platform = machine.grub_platform
+        grub = "grub" + machine.efi_boot.removeprefix("BOOT").lower()  # grubx64.efi, grubaa64.efi
         shutil.copytree(chroot.path(f"/usr/lib/grub/{platform}"), chroot.path(f"/boot/grub/{platform}"),
                         dirs_exist_ok=True)
         chroot.run(["grub-mkimage", "-O", platform, "-d", f"/usr/lib/grub/{platform}",
-                    "-o", "/tmp/grubx64.efi", "-p", "/EFI/debian",
+                    "-o", f"/tmp/{grub}", "-p", "/EFI/debian",
                     "part_gpt", "fat", "ext2", "search", "search_fs_uuid", "normal", "configfile",
                     "linux", "boot", "echo", "gzio", "serial", "terminal", "test", "efi_gop"])
-        shutil.move(chroot.path("/tmp/grubx64.efi"), stage / "grubx64.efi")
-        out["esp/EFI/BOOT/BOOTX64.EFI"] = stage / "grubx64.efi"
-        out["esp/EFI/debian/grubx64.efi"] = stage / "grubx64.efi"
+        shutil.move(chroot.path(f"/tmp/{grub}"), stage / grub)
+        out[f"esp/EFI/BOOT/{machine.efi_boot}"] = stage / grub
+        out[f"esp/EFI/debian/{grub}"] = stage / grub
     else:  # secureboot: shim (signed by Microsoft) -> Debian's signed GRUB
         shim = chroot.path("/usr/lib/shim/shimx64.efi.signed")
         mok = chroot.path("/usr/lib/shim/mmx64.efi.signed")
@@ -944,7 +1052,7 @@ def install_boot_loader_files(chroot: Chroot, layout: str, stage: Path) -> dict[
 # ---------------------------------------------------------------------------
 # guests and disks
 
-def configure_guest(tree: Path, layout: str = "provider") -> None:
+def configure_guest(tree: Path, layout: str = "provider", arch: str = HOST_ARCH) -> None:
     """What every test guest needs to boot from its disk quietly and reproducibly."""
     if layout == "provider":
         fstab = "/dev/vda / ext4 rw,errors=remount-ro 0 1\n"
@@ -961,7 +1069,7 @@ def configure_guest(tree: Path, layout: str = "provider") -> None:
     masked = tree / "etc/systemd/system"
     masked.mkdir(parents=True, exist_ok=True)
     # The serial console belongs to the stage runner; a getty there would only add noise.
-    for unit in ("serial-getty@ttyS0.service", "getty@tty1.service",
+    for unit in (f"serial-getty@{ARCHES[arch].console}.service", "getty@tty1.service",
                  "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
                  "fstrim.timer", "man-db.timer"):
         link = masked / unit
@@ -1099,26 +1207,19 @@ def make_image(tree: Path, image: Path, layout: str, boot_files: Mapping[str, Pa
 # ---------------------------------------------------------------------------
 # qemu, per layout
 
-OVMF = Path("/usr/share/OVMF")
-FIRMWARE = {
-    # layout: (code, variable store template, machine)
-    "uefi": ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd", "q35"),
-    "secureboot": ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd", "q35,smm=on"),
-}
-
-
-def firmware_vars(layout: str, dest: Path) -> Path | None:
+def firmware_vars(layout: str, dest: Path, arch: str = HOST_ARCH) -> Path | None:
     """A VM's own copy of the firmware's variable store (None without UEFI)."""
-    if layout not in FIRMWARE:
+    firmware = ARCHES[arch].firmware
+    if layout not in firmware:
         return None
-    shutil.copy2(OVMF / FIRMWARE[layout][1], dest)
+    shutil.copy2(firmware[layout][1], dest)
     return dest
 
 
 def qemu_command(layout: str, disk: Path, log: Path, *, kernel: Path | None = None,
                  initrd: Path | None = None, append: str = "", vars_file: Path | None = None,
                  memory: int = 1536, extra: Sequence[str] = (), reset_ends: bool = True,
-                 nic: str = "none") -> list[str]:
+                 nic: str = "none", arch: str = HOST_ARCH) -> list[str]:
     """The qemu command line of one boot of disk under layout.
 
     Always TCG with one CPU (KVM does not work here, -smp 2 double-faults
@@ -1132,29 +1233,37 @@ def qemu_command(layout: str, disk: Path, log: Path, *, kernel: Path | None = No
     >>> cmd = qemu_command("secureboot", Path("d.img"), Path("s.log"), vars_file=Path("v.fd"))
     >>> cmd[cmd.index("-machine") + 1], "-kernel" in cmd
     ('q35,smm=on', False)
+    >>> cmd = qemu_command("provider", Path("d.img"), Path("s.log"), kernel=Path("k"), initrd=Path("i"), arch="arm64")
+    >>> cmd[0], cmd[cmd.index("-machine") + 1], cmd[cmd.index("-cpu") + 1]
+    ('qemu-system-aarch64', 'virt', 'cortex-a57')
     """
+    machine = ARCHES[arch]
     cmd = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", str(memory), "-smp", "1",
+        machine.qemu, "-accel", "tcg", "-m", str(memory), "-smp", "1",
         "-display", "none", "-monitor", "none", *(["-no-reboot"] if reset_ends else []),
         "-chardev", f"file,id=ser0,path={log},append=on", "-serial", "chardev:ser0",
     ]
+    if machine.cpu:
+        cmd += ["-cpu", machine.cpu]
+    if layout not in machine.layouts:
+        raise ValueError(f"unknown disk layout {layout!r} on {arch}")
     if layout == "provider":
         if kernel is None or initrd is None:
             raise ValueError("the provider layout boots a fixed -kernel and -initrd")
+        if machine.machine:
+            cmd += ["-machine", machine.machine]
         cmd += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
     elif layout == "bios":
         cmd += ["-machine", "pc"]
-    elif layout in FIRMWARE:
-        code, _, machine = FIRMWARE[layout]
+    else:
+        code, _, board = machine.firmware[layout]
         if vars_file is None:
             raise ValueError(f"{layout} needs the VM's own firmware variable store (firmware_vars)")
-        cmd += ["-machine", machine]
+        cmd += ["-machine", board]
         if layout == "secureboot":
             cmd += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
-        cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF / code}",
+        cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
-    else:
-        raise ValueError(f"unknown disk layout {layout!r}")
     cmd += ["-drive", f"file={disk},format=raw,if=virtio", "-nic", nic, *extra]
     return cmd
 

@@ -24,9 +24,10 @@ from .scenarios import ASSESS_LIB, Built, _add_repo, _build
 #: GRUB EFI, efivars after every kexec) on trixie, and Secure Boot (shim,
 #: signed GRUB and kernels, lockdown) on both.  KEXEC_AUTO_TEST_MATRIX=full
 #: boots every one, the hand-off at power-on on plain UEFI on both releases
-#: included.
+#: included, and arm64's UEFI (AAVMF, GRUB arm64) on both releases.
 CI_MATRIX = (("bookworm", "bios"), ("bookworm", "secureboot"), ("trixie", "uefi"), ("trixie", "secureboot"))
-FULL_MATRIX = tuple((suite, layout) for layout in ("bios", "uefi", "secureboot") for suite in scenarios.SUITES)
+FULL_MATRIX = (tuple((suite, layout) for layout in ("bios", "uefi", "secureboot") for suite in scenarios.SUITES)
+               + tuple((f"{suite}-arm64", "uefi") for suite in scenarios.SUITES))
 
 
 def matrix(*layouts: str) -> list[object]:
@@ -73,13 +74,13 @@ def unsigned_release(newest: str) -> str:
     return re.sub(r"^(\d+\.\d+\.\d+)-\d+-", r"\g<1>-999-", newest)
 
 
-def _install_probes(root: Path) -> None:
+def _install_probes(root: Path, arch: str) -> None:
     system = root / "etc/systemd/system"
     guest.show_on_console(root)
     (system / "ka-shutdown-probe.service").write_text(PROBE_UNIT)
     (root / "usr/local/sbin").mkdir(parents=True, exist_ok=True)
     probe = root / "usr/local/sbin/ka-shutdown-probe"
-    probe.write_text(PROBE)
+    probe.write_text(guest.on_console(PROBE, arch))
     probe.chmod(0o755)
     wants = system / "multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,7 @@ def _prepare_path(layout: str):
             shutil.copy2(boot / f"initrd.img-{base.newest}", boot / f"initrd.img-{fake}")
             notes["unsigned_release"] = fake
             # no hook ran for it (no package): the guest's boot sees it first
-        _install_probes(chroot.root)
+        _install_probes(chroot.root, base.arch)
         return notes
     return prepare
 

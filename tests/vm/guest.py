@@ -146,12 +146,21 @@ def enable_unit(tree: Path, unit: str) -> None:
     link.symlink_to(unit)
 
 
-def install_driver(tree: Path, stages: Sequence[str]) -> None:
+def on_console(script: str, arch: str) -> str:
+    """script (written for amd64's /dev/ttyS0) writing to arch's serial console.
+
+    >>> on_console("echo x >/dev/ttyS0", "arm64")
+    'echo x >/dev/ttyAMA0'
+    """
+    return script.replace("/dev/ttyS0", f"/dev/{debimage.ARCHES[arch].console}")
+
+
+def install_driver(tree: Path, stages: Sequence[str], arch: str = debimage.HOST_ARCH) -> None:
     """Put the stage runner and the stage scripts (one per boot) into tree."""
     (tree / "usr/local/sbin").mkdir(parents=True, exist_ok=True)
     (tree / "usr/local/lib").mkdir(parents=True, exist_ok=True)
     runner = tree / "usr/local/sbin/ka-stage"
-    runner.write_text(RUNNER)
+    runner.write_text(on_console(RUNNER, arch))
     runner.chmod(0o755)
     (tree / "usr/local/lib/ka-lib.sh").write_text(LIB)
     (tree / "etc/systemd/system/ka-stage.service").write_text(UNIT)
@@ -160,7 +169,7 @@ def install_driver(tree: Path, stages: Sequence[str]) -> None:
     (state / "stages").mkdir(parents=True, exist_ok=True)
     (state / "next").write_text("0\n")
     for number, script in enumerate(stages):
-        (state / "stages" / str(number)).write_text(script)
+        (state / "stages" / str(number)).write_text(on_console(script, arch))
 
 
 @dataclass
@@ -212,16 +221,18 @@ MARKS = re.compile(r"Linux version \S+|reboot: Restarting system|reboot: Power d
 
 def qemu_command(disk: Path, kernel: Path | None, initrd: Path | None, log: Path,
                  append: str = APPEND, memory: int = 1536, layout: str = "provider",
-                 vars_file: Path | None = None, extra: Sequence[str] = ()) -> list[str]:
+                 vars_file: Path | None = None, extra: Sequence[str] = (),
+                 arch: str = debimage.HOST_ARCH) -> list[str]:
     return debimage.qemu_command(layout, disk, log, kernel=kernel, initrd=initrd, append=append,
-                                 vars_file=vars_file, memory=memory, extra=extra)
+                                 vars_file=vars_file, memory=memory, extra=extra, arch=arch)
 
 
 def run_chain(disk: Path, kernel: Path | None, initrd: Path | None, log: Path, *,
               boot_timeout: float = 240, total_timeout: float = 1200,
               max_qemu_runs: int = 6, append: str = APPEND,
               appends: Sequence[str] = (), layout: str = "provider",
-              vars_file: Path | None = None, qemu_args: Sequence[str] = ()) -> Chain:
+              vars_file: Path | None = None, qemu_args: Sequence[str] = (),
+              arch: str = debimage.HOST_ARCH) -> Chain:
     """Boot disk until the guest's stages are all done (KA-END and power off).
 
     appends, when given, is the kernel command line of each qemu run in turn
@@ -229,14 +240,15 @@ def run_chain(disk: Path, kernel: Path | None, initrd: Path | None, log: Path, *
     matter for the "provider" layout, whose qemu boots kernel and initrd
     itself; the other layouts boot through firmware and GRUB (vars_file:
     the VM's UEFI variable store).  qemu_args are added to every qemu run
-    (devices, e.g. ["-device", "i6300esb"]).
+    (devices, e.g. ["-device", "i6300esb"]).  arch is the guest's Debian
+    architecture (qemu's emulator and board).
 
-    $KEXEC_AUTO_TEST_TIMEOUT_SCALE multiplies both timeouts.
+    $KEXEC_AUTO_TEST_TIMEOUT_SCALE and arch's slowdown multiply both timeouts.
     Never raises for guest behaviour: timeouts and surprises land in
     Chain.error, with the whole serial log in `log`.  Every qemu started here
     is killed before returning.
     """
-    scale = float(os.environ.get(TIMEOUT_SCALE_ENV) or 1)
+    scale = float(os.environ.get(TIMEOUT_SCALE_ENV) or 1) * debimage.ARCHES[arch].slowdown
     boot_timeout, total_timeout = boot_timeout * scale, total_timeout * scale
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
@@ -259,7 +271,7 @@ def run_chain(disk: Path, kernel: Path | None, initrd: Path | None, log: Path, *
                     out.write(f"\n=== host: qemu run {chain.qemu_runs} starts "
                               f"({booted}) at +{time.monotonic() - start:.1f} s ===\n")
                 cmd = qemu_command(disk, kernel, initrd, log, run_append, layout=layout,
-                                   vars_file=vars_file, extra=qemu_args)
+                                   vars_file=vars_file, extra=qemu_args, arch=arch)
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 chain.qemu_runs += 1

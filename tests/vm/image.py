@@ -19,10 +19,10 @@ from typing import Sequence
 
 from harness import debimage
 from harness.debimage import (  # noqa: F401  (re-exported)
-    CACHE_ENV, DEFAULT_CACHE, FIRMWARE, KERNEL_SERIES, LAYOUTS, MIRROR, SECURITY_MIRROR, BaseTree,
+    APPENDS, ARCHES, CACHE_ENV, DEFAULT_CACHE, HOST_ARCH, KERNEL_SERIES, LAYOUTS, MIRROR, SECURITY_MIRROR, BaseTree,
     BuildError, Chroot, base_tree, cache_dir, configure_grub, configure_guest, copy_tree, firmware_vars,
     install_boot_loader_files, locked, make_disk, make_image, panicking_initrd, pick_kernels,
-    qemu_command, run, session_dir, sort_releases, sources_list, work_dir,
+    qemu_command, run, session_dir, sort_releases, sources_list, split_target, work_dir,
 )
 
 BASE_PACKAGES = debimage.VM_PACKAGES

@@ -391,17 +391,29 @@ def qemu_runs(plan: Plan) -> int:
     return 1 + len(plan.modes) * plan.tries
 
 
+def cloud_append(arch: str) -> str:
+    """CLOUD_APPEND on arch's serial console.
+
+    >>> cloud_append("arm64")
+    'root=/dev/vda ro console=ttyAMA0,115200'
+    """
+    return CLOUD_APPEND.replace("ttyS0", image.ARCHES[arch].console)
+
+
 def build(suite: str, plan: Plan) -> scenarios.Built:
+    """The chain's disk for suite (a VM target: "trixie", "trixie-arm64")."""
+    release, arch = image.split_target(suite)
     if {"softlockup", "hardlockup"} & set(plan.modes):
-        base = image.base_tree(suite)
+        base = image.base_tree(release, arch=arch)
         hang_module(base, base.newest)
     qemu_args = ["-device", "i6300esb"] if plan.watchdog_device else []
     failures = len(plan.modes) * plan.tries
+    append = cloud_append(arch)
     options: dict[str, object] = {
-        "append": CLOUD_APPEND, "qemu_args": qemu_args, "boot_timeout": 420,
+        "append": append, "qemu_args": qemu_args, "boot_timeout": 420,
         "total_timeout": 1200 + 600 * failures, "max_qemu_runs": qemu_runs(plan) + 1}
     if plan.handoff:
-        options["appends"] = [CLOUD_APPEND] * (qemu_runs(plan) - 1) + [f"{CLOUD_APPEND} {HANDOFF_OFF}"]
+        options["appends"] = [append] * (qemu_runs(plan) - 1) + [f"{append} {HANDOFF_OFF}"]
     return scenarios._build(suite, plan.name, _prepare(plan), _stages(plan), options)
 
 

@@ -23,6 +23,8 @@ from . import guest, image, package
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SUITES = ("bookworm", "trixie")
+#: the same suites on arm64 (qemu-system-aarch64, debimage.ARCHES)
+ARM64 = tuple(f"{suite}-arm64" for suite in SUITES)
 
 
 def suites(ci: Sequence[str], extra: Sequence[str] = ()) -> pytest.MarkDecorator:
@@ -33,7 +35,7 @@ def suites(ci: Sequence[str], extra: Sequence[str] = ()) -> pytest.MarkDecorator
 
 @dataclass(frozen=True)
 class Built:
-    suite: str
+    suite: str  # the VM target: a suite, or suite-arch (debimage.split_target)
     scenario: str
     disk: Path
     base: image.BaseTree
@@ -45,6 +47,10 @@ class Built:
     layout: str = "provider"
     #: GRUB's menu timeout in seconds (firmware layouts)
     grub_timeout: int | None = None
+
+    @property
+    def arch(self) -> str:
+        return self.base.arch
 
 
 def grub_cmdline(append: str = guest.APPEND) -> str:
@@ -62,7 +68,8 @@ def _build(suite: str, scenario: str,
            stages: Callable[[image.BaseTree], Sequence[str]],
            chain_options: dict[str, object] | None = None, *,
            layout: str = "provider", grub_timeout: int = 5, grub_default: str = "provider") -> Built:
-    """Build the disk of scenario for suite in this session's own work directory.
+    """Build the disk of scenario for suite (a VM target: "trixie",
+    "trixie-arm64") in this session's own work directory.
 
     layout picks how the disk boots (image.LAYOUTS); for the firmware layouts
     GRUB's default entry is pinned to the provider kernel and its menu waits
@@ -70,7 +77,7 @@ def _build(suite: str, scenario: str,
     grub_default "newest" pins it to the newest kernel instead.
     """
     start = time.monotonic()
-    base = image.base_tree(suite, layout)
+    base = image.base_tree(*_suite_layout_arch(suite, layout))
     work = image.work_dir(f"{suite}-{layout}-{scenario}")
     root = work / "root"
     disk = work / f"{scenario}.img"
@@ -82,10 +89,11 @@ def _build(suite: str, scenario: str,
             notes = prepare(chroot, base) or {}
             if layout != "provider":
                 pinned = base.newest if grub_default == "newest" else base.provider
-                notes["grub_cfg"] = image.configure_grub(chroot, pinned, grub_timeout, grub_cmdline())
-                boot_files = image.install_boot_loader_files(chroot, layout, work / "boot-files")
-        image.configure_guest(root, layout)
-        guest.install_driver(root, stages(base))
+                notes["grub_cfg"] = image.configure_grub(chroot, pinned, grub_timeout,
+                                                         grub_cmdline(image.APPENDS[base.arch]), base.arch)
+                boot_files = image.install_boot_loader_files(chroot, layout, work / "boot-files", base.arch)
+        image.configure_guest(root, layout, base.arch)
+        guest.install_driver(root, stages(base), base.arch)
         image.make_image(root, disk, layout, boot_files)
     finally:
         image.run(["rm", "-rf", "--one-file-system", root], check=False)
@@ -93,12 +101,19 @@ def _build(suite: str, scenario: str,
                  layout, grub_timeout if layout != "provider" else None)
 
 
+def _suite_layout_arch(target: str, layout: str) -> tuple[str, str, str]:
+    suite, arch = image.split_target(target)
+    return suite, layout, arch
+
+
 def boot_chain(built: Built, **kwargs: object) -> guest.Chain:
     """Run the guest's chain of stages on built's disk (a fresh UEFI variable
     store for every chain); kwargs go to guest.run_chain."""
     log = built.disk.parent / f"{built.scenario}.serial.log"
-    vars_file = image.firmware_vars(built.layout, built.disk.parent / f"{built.scenario}.vars.fd")
+    vars_file = image.firmware_vars(built.layout, built.disk.parent / f"{built.scenario}.vars.fd", built.arch)
     kwargs.setdefault("layout", built.layout)
+    kwargs.setdefault("arch", built.arch)
+    kwargs.setdefault("append", image.APPENDS[built.arch])
     kwargs.setdefault("vars_file", vars_file)
     return guest.run_chain(built.disk, built.base.kernel, built.base.initrd, log, **kwargs)  # type: ignore[arg-type]
 

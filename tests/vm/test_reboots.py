@@ -9,11 +9,12 @@ back.  Boot N+1 is the outcome of the action of boot N.
 """
 import pytest
 
-from .scenarios import step, suites
+from .scenarios import ARM64, step, suites
 
-#: CI boots this chain on these suites; KEXEC_AUTO_TEST_MATRIX=full on every one
+#: CI boots this chain on these suites; KEXEC_AUTO_TEST_MATRIX=full on every
+#: one, on amd64 and on arm64 (qemu's virt board, -kernel)
 CI_SUITES: tuple[str, ...] = ("bookworm",)
-pytestmark = [pytest.mark.vm, suites(CI_SUITES)]
+pytestmark = [pytest.mark.vm, suites(CI_SUITES, ARM64)]
 SCENARIO = "main"
 
 
