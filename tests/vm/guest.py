@@ -31,7 +31,7 @@ from typing import Sequence
 
 from harness import debimage
 
-APPEND = "root=/dev/vda rw console=ttyS0 panic=5"
+APPEND = debimage.APPENDS[debimage.HOST_ARCH]  # "root=/dev/vda rw console=ttyS0 panic=5"
 
 #: Multiplies every chain's timeouts: on a host busy with other work, TCG
 #: guests boot several times slower (KEXEC_AUTO_TEST_TIMEOUT_SCALE=3).

@@ -77,7 +77,8 @@ def _build(suite: str, scenario: str,
     grub_default "newest" pins it to the newest kernel instead.
     """
     start = time.monotonic()
-    base = image.base_tree(*_suite_layout_arch(suite, layout))
+    release, arch = image.split_target(suite)
+    base = image.base_tree(release, layout, arch)
     work = image.work_dir(f"{suite}-{layout}-{scenario}")
     root = work / "root"
     disk = work / f"{scenario}.img"
@@ -99,11 +100,6 @@ def _build(suite: str, scenario: str,
         image.run(["rm", "-rf", "--one-file-system", root], check=False)
     return Built(suite, scenario, disk, base, time.monotonic() - start, notes, chain_options or {},
                  layout, grub_timeout if layout != "provider" else None)
-
-
-def _suite_layout_arch(target: str, layout: str) -> tuple[str, str, str]:
-    suite, arch = image.split_target(target)
-    return suite, layout, arch
 
 
 def boot_chain(built: Built, **kwargs: object) -> guest.Chain:
