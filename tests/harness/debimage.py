@@ -708,10 +708,9 @@ def kernel_series(suite: str, arch: str = HOST_ARCH) -> str:
 
 @dataclass(frozen=True)
 class Arch:
-    """What a VM of one Debian architecture needs from qemu and its tree."""
-    name: str                  # Debian's name
+    """What a VM of one Debian architecture (ARCHES' key) needs from qemu and its tree."""
     qemu: str                  # qemu's system emulator
-    machine: str               # -machine for -kernel and UEFI boots
+    machine: str               # -machine for -kernel boots ("" for qemu's default)
     cpu: str                   # -cpu ("" for qemu's default)
     console: str               # the serial console's device name
     layouts: tuple[str, ...]   # the disk layouts booted on it
@@ -720,6 +719,8 @@ class Arch:
     grub_efi: str = ""         # Debian's GRUB EFI package, its platform and image name
     grub_platform: str = ""
     efi_boot: str = ""         # the removable media path's file name
+    grub_serial: bool = True   # GRUB's PC serial port (else the firmware's console)
+    binfmt: str = ""           # qemu-user-static's binfmt_misc entry, for a foreign tree
     #: how much longer its boots take under TCG than amd64's (timeouts)
     slowdown: float = 1.0
 
@@ -727,21 +728,22 @@ class Arch:
 OVMF = Path("/usr/share/OVMF")
 AAVMF = Path("/usr/share/AAVMF")
 ARCHES = {
-    "amd64": Arch("amd64", "qemu-system-x86_64", "", "", "ttyS0", ("provider", "bios", "uefi", "secureboot"), {
+    "amd64": Arch("qemu-system-x86_64", "", "", "ttyS0", ("provider", "bios", "uefi", "secureboot"), {
         "uefi": (OVMF / "OVMF_CODE_4M.fd", OVMF / "OVMF_VARS_4M.fd", "q35"),
         "secureboot": (OVMF / "OVMF_CODE_4M.secboot.fd", OVMF / "OVMF_VARS_4M.ms.fd", "q35,smm=on"),
     }, "grub-efi-amd64", "x86_64-efi", "BOOTX64.EFI"),
     # qemu's virt board: PL011 serial (ttyAMA0), virtio on PCIe, a device
     # tree from qemu (-kernel) or ACPI from AAVMF.  cortex-a57 is emulated
     # faster than "max" and every Debian arm64 kernel runs on it.
-    "arm64": Arch("arm64", "qemu-system-aarch64", "virt", "cortex-a57", "ttyAMA0", ("provider", "uefi"), {
+    "arm64": Arch("qemu-system-aarch64", "virt", "cortex-a57", "ttyAMA0", ("provider", "uefi"), {
         "uefi": (AAVMF / "AAVMF_CODE.fd", AAVMF / "AAVMF_VARS.fd", "virt"),
-    }, "grub-efi-arm64", "arm64-efi", "BOOTAA64.EFI", 2.0),  # 85 s a boot against amd64's 50 (trixie)
+    }, "grub-efi-arm64", "arm64-efi", "BOOTAA64.EFI", slowdown=2.0,  # 85 s a boot against amd64's 50 (trixie)
+        grub_serial=False, binfmt="qemu-aarch64"),
 }
 #: the guest's command line on the provider path, per architecture
 APPENDS = {name: f"root=/dev/vda rw console={arch.console} panic=5" for name, arch in ARCHES.items()}
 
-LAYOUTS = ("provider", "bios", "uefi", "secureboot")
+LAYOUTS = ARCHES[HOST_ARCH].layouts
 
 
 def boot_packages(layout: str, arch: str = HOST_ARCH) -> tuple[str, ...]:
@@ -768,7 +770,7 @@ def enable_foreign(arch: str) -> None:
     """Make this machine run arch's programs (a foreign tree's chroot):
     qemu-user-static's binfmt_misc entry, mounted and enabled if it is not.
     Raises BuildError, saying what is missing, when it cannot."""
-    qemu = {"arm64": "qemu-aarch64"}[arch]
+    qemu = ARCHES[arch].binfmt
     entry = Path("/proc/sys/fs/binfmt_misc") / qemu
     if entry.is_file() and entry.read_text().startswith("enabled"):
         return
@@ -990,7 +992,7 @@ def configure_grub(chroot: Chroot, default: str, timeout: int, cmdline: str, arc
     and grub-install back.  Returns the generated grub.cfg."""
     conf = chroot.path("/etc/default/grub.d/kexec-auto-tests.cfg")
     conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(grub_settings(timeout, default, cmdline, serial=arch == "amd64"))
+    conf.write_text(grub_settings(timeout, default, cmdline, serial=ARCHES[arch].grub_serial))
     chroot.run(["update-grub"])
     chroot.run(["grub-editenv", "/boot/grub/grubenv", "create"])
     restore_grub_tools(chroot)

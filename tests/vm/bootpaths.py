@@ -27,7 +27,7 @@ from .scenarios import ASSESS_LIB, Built, _add_repo, _build
 #: included, and arm64's UEFI (AAVMF, GRUB arm64) on both releases.
 CI_MATRIX = (("bookworm", "bios"), ("bookworm", "secureboot"), ("trixie", "uefi"), ("trixie", "secureboot"))
 FULL_MATRIX = (tuple((suite, layout) for layout in ("bios", "uefi", "secureboot") for suite in scenarios.SUITES)
-               + tuple((f"{suite}-arm64", "uefi") for suite in scenarios.SUITES))
+               + tuple((target, "uefi") for target in scenarios.ARM64))
 
 
 def matrix(*layouts: str) -> list[object]:

@@ -40,9 +40,6 @@ from typing import Sequence
 
 from . import guest, image, scenarios
 
-#: the provider boots its own kernel with a Debian cloud image's kind of
-#: command line: no panic=, root read-only until systemd remounts it
-CLOUD_APPEND = "root=/dev/vda ro console=ttyS0,115200"
 KA = "/var/lib/ka-test"
 MODES = ("panic", "noroot", "earlyhang", "kexechang", "emergency", "deadline", "softlockup", "hardlockup")
 #: what `kexec-auto status` must give in the reason, per mode
@@ -392,12 +389,13 @@ def qemu_runs(plan: Plan) -> int:
 
 
 def cloud_append(arch: str) -> str:
-    """CLOUD_APPEND on arch's serial console.
+    """The provider's command line, a Debian cloud image's kind (no panic=,
+    root read-only until systemd remounts it), on arch's serial console.
 
-    >>> cloud_append("arm64")
-    'root=/dev/vda ro console=ttyAMA0,115200'
+    >>> cloud_append("amd64"), cloud_append("arm64")
+    ('root=/dev/vda ro console=ttyS0,115200', 'root=/dev/vda ro console=ttyAMA0,115200')
     """
-    return CLOUD_APPEND.replace("ttyS0", image.ARCHES[arch].console)
+    return f"root=/dev/vda ro console={image.ARCHES[arch].console},115200"
 
 
 def build(suite: str, plan: Plan) -> scenarios.Built:
